@@ -1,0 +1,50 @@
+# Two set-up commands: `make demo` and `make test` (both create .venv and install everything, offline-safe).
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.cjkrag-installed
+# torch goes in first and pinned: 2.13.0 is the CPU build here; anything else pulls GBs of CUDA wheels.
+# GPU users: install the CUDA torch of their choice first (see README), then `pip install -e '.[all]'`.
+TORCH   ?= torch==2.13.0
+EXTRAS  ?= gpu,milvus,qdrant,weaviate,elasticsearch,service,eval,dev
+export TOKENIZERS_PARALLELISM := false
+export HF_HUB_OFFLINE := 1
+
+.PHONY: install demo test test-slow test-all lint typecheck bench clean
+
+$(PY):
+	python3 -m venv $(VENV)
+
+$(STAMP): $(PY) pyproject.toml setup.py
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	$(BIN)/cjkrag models prepare
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/cjkrag ingest samples --acl group:staff
+	$(BIN)/cjkrag query "如何重置密码" --principal group:support --principal group:staff --top-k 5
+	$(BIN)/cjkrag query "パスワードを忘れた場合はどうすればいいですか" --principal group:support --principal group:staff --top-k 5
+
+test: install lint
+	$(BIN)/pytest -q -m "not slow and not integration"
+
+test-slow: install
+	$(BIN)/pytest -q -m "slow"
+
+test-all: install lint
+	$(BIN)/pytest -q -m "not integration"
+
+lint: install
+	$(BIN)/ruff check .
+	$(PY) tools/typecheck.py
+
+bench: install
+	$(PY) benchmarks/chunking.py
+	$(PY) benchmarks/analyzer.py
+
+clean:
+	rm -rf $(VENV) .typecheck .pytest_cache .mypy_cache .hypothesis build *.egg-info

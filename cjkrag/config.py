@@ -1,0 +1,173 @@
+"""Typed configuration: ``configs/default.yaml`` (packaged) overlaid with a user's YAML file or dict.
+
+Unknown keys and wrong types are :class:`~cjkrag.errors.ConfigError` naming the key (``store.milvus.uri``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cjkrag.errors import ConfigError
+
+DATA_DIR_ENV = "CJKRAG_DATA_DIR"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class MilvusConfig(_Strict):
+    uri: str = "milvus.db"
+    token: str | None = None
+
+
+class StoreConfig(_Strict):
+    backend: Literal["milvus"] = "milvus"
+    milvus: MilvusConfig = Field(default_factory=MilvusConfig)
+
+
+class EmbeddingConfig(_Strict):
+    model: str = "bundled:multilingual-e5-small"
+    profile: str = "auto"
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    batch_size: int = Field(32, ge=1, le=4096)
+
+
+class ChunkingConfig(_Strict):
+    max_tokens: int = Field(512, ge=16, le=8192)
+    overlap_tokens: int = Field(64, ge=0)
+
+
+class AnalyzerConfig(_Strict):
+    bigrams: bool = True
+    traditional_to_simplified: bool = True
+    stopwords: bool = True
+
+
+def _default_weights() -> dict[Literal["dense", "keyword"], float]:
+    return {"dense": 1.0, "keyword": 1.0}
+
+
+class FusionConfig(_Strict):
+    method: Literal["rrf", "weighted", "dbsf"] = "rrf"
+    k: int = Field(60, ge=1)
+    weights: dict[Literal["dense", "keyword"], float] = Field(default_factory=_default_weights)
+    normalization: Literal["minmax", "zscore"] = "minmax"
+
+
+class RetrievalConfig(_Strict):
+    mode: Literal["hybrid", "dense", "keyword"] = "hybrid"
+    top_k: int = Field(10, ge=1, le=1000)
+    candidates: int = Field(100, ge=1, le=16384)
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
+
+
+class RerankConfig(_Strict):
+    model: str = "none"
+    top_n: int = Field(50, ge=1, le=1000)
+    batch_size: int = Field(16, ge=1)
+    max_length: int = Field(512, ge=16)
+
+
+class IngestConfig(_Strict):
+    batch_size: int = Field(64, ge=1, le=10000)
+    max_file_bytes: int = Field(64 * 1024 * 1024, ge=1)
+
+
+class Config(_Strict):
+    data_dir: Path | None = None
+    collection: str = Field("cjkrag", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
+    analyzer: AnalyzerConfig = Field(default_factory=AnalyzerConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    rerank: RerankConfig = Field(default_factory=RerankConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    #: validated by cjkrag.service (ServiceSettings) when the HTTP service starts
+    service: dict[str, Any] = Field(default_factory=dict)
+
+    def resolved_data_dir(self) -> Path:
+        if self.data_dir is not None:
+            return Path(self.data_dir).expanduser()
+        return Path(os.environ.get(DATA_DIR_ENV) or "cjkrag-data")
+
+    def milvus_uri(self) -> str:
+        """A server URI as is; a Milvus Lite file path resolved against the data dir."""
+        uri = self.store.milvus.uri
+        if "://" in uri:
+            return uri
+        path = Path(uri).expanduser()
+        return str(path if path.is_absolute() else self.resolved_data_dir() / path)
+
+
+def _default_dict() -> dict[str, Any]:
+    text = resources.files("cjkrag.configs").joinpath("default.yaml").read_text(encoding="utf-8")
+    data = yaml.safe_load(text)
+    assert isinstance(data, dict)
+    return data
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _explain(err: ValidationError, source: str) -> ConfigError:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key (remove it or check its spelling against configs/default.yaml)")
+        else:
+            lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
+    return ConfigError(f"invalid configuration in {source}:\n  " + "\n  ".join(lines))
+
+
+def load_config(config: str | Path | Mapping[str, Any] | Config | None = None) -> Config:
+    """The packaged defaults overlaid with ``config`` (a YAML path, a dict, or a Config)."""
+    if isinstance(config, Config):
+        return config
+    source = "the packaged default (configs/default.yaml)"
+    overlay: Mapping[str, Any] = {}
+    if isinstance(config, (str, Path)):
+        path = Path(config)
+        source = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist: pass an existing YAML file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} cannot be read ({exc}): save it as UTF-8 YAML") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigError(f"config file {path} is not valid YAML{where}: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, Mapping):
+            raise ConfigError(f"config file {path} must be a YAML mapping (key: value), not {type(loaded).__name__}")
+        overlay = loaded
+    elif isinstance(config, Mapping):
+        source = "the config dict"
+        overlay = config
+    elif config is not None:
+        raise ConfigError(f"config must be a path, a dict or None, not {type(config).__name__}")
+    try:
+        return Config.model_validate(_merge(_default_dict(), overlay))
+    except ValidationError as exc:
+        raise _explain(exc, source) from None

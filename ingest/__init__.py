@@ -1,0 +1,1 @@
+"""Ingestion: read documents, chunk them by the embedding model's tokens, embed, upsert with their ACL."""

@@ -1,0 +1,1 @@
+"""Embedding models: one protocol (``protocol.Embedder``) used by ingestion and by queries."""

@@ -1,0 +1,1 @@
+"""The query pipeline: CJK analyzer, dense + keyword retrieval, fusion, reranking, access control."""
