@@ -1,0 +1,470 @@
+"""Who is calling: bearer API keys (hashes in a keys file) and bearer JWTs (PyJWT, configured key).
+
+A caller's principals come ONLY from its key's entry in the keys file or from the claims of a token
+whose signature, ``exp`` (required), ``iss`` and ``aud`` were verified. Nothing in a request body can add one.
+
+Keys file (YAML or JSON), hashes only::
+
+    keys:
+      - id: support-bot
+        hash: "sha256:<64 hex>"                        # cjkrag keys create / hash_api_key(key)
+        principals: [group:support, user:bot]
+      - id: legacy
+        hash: "pbkdf2_sha256$600000$<salt>$<hex>"      # hash_api_key(key, scheme="pbkdf2_sha256")
+
+``sha256`` is right for keys made by :func:`generate_api_key` (256 random bits: nothing to brute-force);
+``pbkdf2_sha256`` is for human-chosen keys. Each pbkdf2 entry costs one key derivation per unknown key
+presented, so prefer generated keys; successful pbkdf2 matches are cached (by sha256 of the key).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import re
+import secrets
+import threading
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from cjkrag.errors import AccessError, ConfigError, FilterError, MissingDependency, missing
+from cjkrag.service.schemas import HMAC_ALGORITHMS, JwtSettings, ServiceSettings
+
+log = logging.getLogger("cjkrag.service.auth")
+
+MAX_TOKEN_CHARS = 8192
+PBKDF2_DEFAULT_ITERATIONS = 600_000
+_SHA256_RE = re.compile(r"^sha256:([0-9a-f]{64})$")
+_PBKDF2_RE = re.compile(r"^pbkdf2_sha256\$([0-9]{1,9})\$([^$\s]{1,256})\$([0-9a-f]{64})$")
+_PLAINTEXT_FIELDS = ("key", "api_key", "apikey", "secret", "token", "plaintext", "password")
+_ENTRY_FIELDS = ("id", "hash", "principals", "description", "created")
+_HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+MAX_PRINCIPAL_CHARS = 256
+
+
+class AuthError(AccessError):
+    """Base of the two request-level auth failures (mapped to 401 / 403 by the app)."""
+
+    status_code = 401
+
+
+class Unauthenticated(AuthError):
+    """No credentials, or credentials that do not verify (401, generic message)."""
+
+    status_code = 401
+
+    def __init__(self, message: str, *, invalid_token: bool = True) -> None:
+        super().__init__(message)
+        self.invalid_token = invalid_token  # False: none given (RFC 6750: no error code then)
+
+
+class Forbidden(AuthError):
+    """Authenticated, but not allowed to search (403, generic message)."""
+
+    status_code = 403
+
+
+def validate_principal(principal: object) -> str:
+    """Return ``principal`` if valid, else raise FilterError: the rule of connectors.filters.validate_principal.
+
+    A principal is a non-empty string of at most 256 characters without control characters (NUL, newlines,
+    tabs...). Anything else (quotes, backslashes, spaces, RTL marks, emoji) is allowed and matched literally.
+    """
+    # TODO(connectors/filters.validate_principal): this local copy of the shared rule is the fallback
+    # while the colleague's function is not there yet; once it is, it is called as well (below).
+    if not isinstance(principal, str):
+        raise FilterError(f"invalid principal {principal!r}: must be a string such as 'group:support'")
+    if not principal or len(principal) > MAX_PRINCIPAL_CHARS:
+        raise FilterError(
+            f"invalid principal {principal[:40]!r}: must be 1..{MAX_PRINCIPAL_CHARS} characters, e.g. 'user:alice'"
+        )
+    if any(unicodedata.category(ch) == "Cc" for ch in principal):
+        raise FilterError(
+            f"invalid principal {principal[:40]!r}: control characters (NUL, newline, tab...) are not allowed"
+        )
+    try:
+        from cjkrag.connectors import filters as _filters
+
+        shared = getattr(_filters, "validate_principal", None)
+    except ImportError:  # pragma: no cover - the module is part of the package
+        shared = None
+    if shared is not None:
+        shared(principal)
+    return principal
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for localhost, 127.0.0.0/8 and ::1 (what ``--insecure-local`` may bind to / accept)."""
+    host = host.strip().strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------- API keys
+
+
+def hash_api_key(
+    key: str,
+    *,
+    scheme: Literal["sha256", "pbkdf2_sha256"] = "sha256",
+    iterations: int = PBKDF2_DEFAULT_ITERATIONS,
+) -> str:
+    """The string to store in the keys file for ``key`` (``sha256:<hex>`` or ``pbkdf2_sha256$...``)."""
+    if not key:
+        raise ValueError("an API key cannot be empty")
+    if scheme == "sha256":
+        return "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
+    if scheme == "pbkdf2_sha256":
+        salt = secrets.token_hex(16)
+        digest = hashlib.pbkdf2_hmac("sha256", key.encode("utf-8"), salt.encode("utf-8"), iterations)
+        return f"pbkdf2_sha256${iterations}${salt}${digest.hex()}"
+    raise ValueError(f"unknown hash scheme {scheme!r}: use 'sha256' or 'pbkdf2_sha256'")
+
+
+def generate_api_key() -> tuple[str, str]:
+    """A new random API key and its hash: ``(key, hash)``. Show the key once; store only the hash."""
+    key = "cjk_" + secrets.token_urlsafe(32)
+    return key, hash_api_key(key)
+
+
+@dataclass(frozen=True)
+class ApiKeyEntry:
+    id: str
+    hash: str
+    principals: tuple[str, ...]
+
+    def matches(self, key: str, key_sha256: bytes) -> bool:
+        sha = _SHA256_RE.match(self.hash)
+        if sha:
+            return hmac.compare_digest(bytes.fromhex(sha.group(1)), key_sha256)
+        pbkdf2 = _PBKDF2_RE.match(self.hash)
+        if pbkdf2 is None:  # impossible after load_api_keys; fail closed
+            return False
+        iterations, salt, expected = int(pbkdf2.group(1)), pbkdf2.group(2), pbkdf2.group(3)
+        digest = hashlib.pbkdf2_hmac("sha256", key.encode("utf-8"), salt.encode("utf-8"), iterations)
+        return hmac.compare_digest(digest, bytes.fromhex(expected))
+
+
+def load_api_keys(path: Path) -> list[ApiKeyEntry]:
+    """Read and check a keys file. Any problem -> ConfigError naming the file and the entry."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"service.api_keys_file: cannot read {path}: {exc.strerror or exc}; create it with "
+            "`cjkrag keys create` or fix the path"
+        ) from None
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: not valid YAML/JSON ({exc})") from None
+    if isinstance(data, Mapping):
+        unknown = set(data) - {"keys"}
+        if unknown:
+            raise ConfigError(f"{path}: unknown top-level key(s) {sorted(unknown)}; expected only `keys:`")
+        data = data.get("keys")
+    if not isinstance(data, list):
+        raise ConfigError(f"{path}: expected `keys:` followed by a list of {{id, hash, principals}} entries")
+    entries: list[ApiKeyEntry] = []
+    seen_ids: set[str] = set()
+    seen_hashes: set[str] = set()
+    for number, raw in enumerate(data, start=1):
+        entry = _check_entry(path, number, raw)
+        if entry.id in seen_ids:
+            raise ConfigError(f"{path}: entry #{number}: duplicate id {entry.id!r}; ids must be unique")
+        if entry.hash in seen_hashes:
+            raise ConfigError(f"{path}: entry {entry.id!r} (#{number}): same hash as an earlier entry")
+        seen_ids.add(entry.id)
+        seen_hashes.add(entry.hash)
+        entries.append(entry)
+    return entries
+
+
+def _check_entry(path: Path, number: int, raw: object) -> ApiKeyEntry:
+    where = f"{path}: entry #{number}"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: expected a mapping {{id, hash, principals}}")
+    key_id = raw.get("id")
+    if not isinstance(key_id, str) or not key_id.strip():
+        raise ConfigError(
+            f"{where}: field 'id' is missing or empty; give each key a name, e.g. id: support-bot"
+        )
+    where = f"{path}: entry {key_id!r} (#{number})"
+    plaintext = [f for f in raw if str(f).lower() in _PLAINTEXT_FIELDS]
+    if plaintext:
+        raise ConfigError(
+            f"{where}: field {plaintext[0]!r} looks like a plaintext key; the keys file stores only hashes. "
+            "Replace it with `hash:` from `cjkrag keys create` (or cjkrag.service.auth.hash_api_key(key))"
+        )
+    unknown = [str(f) for f in raw if f not in _ENTRY_FIELDS]
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {unknown}; allowed: {', '.join(_ENTRY_FIELDS)}")
+    digest = raw.get("hash")
+    if not isinstance(digest, str) or not (_SHA256_RE.match(digest) or _PBKDF2_RE.match(digest)):
+        # never echo the value: it may be a plaintext key pasted by mistake
+        raise ConfigError(
+            f"{where}: field 'hash' is not a recognized hash (a plaintext key?). Store only "
+            "'sha256:<64 lowercase hex>' or 'pbkdf2_sha256$<iterations>$<salt>$<64 hex>'; generate one with "
+            "`cjkrag keys create` or cjkrag.service.auth.hash_api_key(key)"
+        )
+    pbkdf2 = _PBKDF2_RE.match(digest)
+    if pbkdf2 and int(pbkdf2.group(1)) < 1:
+        raise ConfigError(f"{where}: field 'hash': pbkdf2 iterations must be at least 1")
+    if pbkdf2 and int(pbkdf2.group(1)) < 100_000:
+        log.warning("%s: pbkdf2 with only %s iterations; re-hash with hash_api_key()", where, pbkdf2.group(1))
+    principals = raw.get("principals")
+    if not isinstance(principals, list):
+        raise ConfigError(f"{where}: field 'principals' must be a list, e.g. [group:support, user:bot]")
+    checked: list[str] = []
+    for principal in principals:
+        try:
+            checked.append(validate_principal(principal))
+        except FilterError as exc:
+            raise ConfigError(f"{where}: field 'principals': {exc}") from None
+    return ApiKeyEntry(id=key_id, hash=digest, principals=tuple(dict.fromkeys(checked)))
+
+
+# ---------------------------------------------------------------------------------------------------- JWT
+
+
+class JwtVerifier:
+    """Verifies bearer JWTs with one configured algorithm and key; maps claims to principals."""
+
+    def __init__(self, settings: JwtSettings, key: Any) -> None:
+        self.settings = settings
+        self._key = key
+
+    @classmethod
+    def from_settings(cls, settings: JwtSettings, environ: Mapping[str, str] | None = None) -> JwtVerifier:
+        try:
+            import jwt
+        except ImportError as exc:
+            raise missing("service", "pyjwt") from exc
+        env = os.environ if environ is None else environ
+        alg = settings.algorithm
+        key: Any
+        if alg in HMAC_ALGORITHMS:
+            name = settings.secret_env or ""
+            secret = env.get(name, "")
+            if not secret:
+                raise ConfigError(
+                    f"service.jwt.secret_env: environment variable {name} is not set or empty; export the "
+                    f"{alg} secret in it (at least {_HMAC_MIN_BYTES[alg]} bytes) before `cjkrag serve`"
+                )
+            if len(secret.encode("utf-8")) < _HMAC_MIN_BYTES[alg]:
+                raise ConfigError(
+                    f"service.jwt.secret_env: the secret in {name} is shorter than {_HMAC_MIN_BYTES[alg]} "
+                    f"bytes, too weak for {alg}; use e.g. `python -c 'import secrets;print(secrets.token_hex(32))'`"
+                )
+            key = secret
+        else:
+            path = settings.public_key_file
+            assert path is not None  # guaranteed by JwtSettings
+            try:
+                pem = path.read_bytes()
+            except OSError as exc:
+                raise ConfigError(
+                    f"service.jwt.public_key_file: cannot read {path}: {exc.strerror or exc}"
+                ) from None
+            if b"PRIVATE KEY" in pem:
+                raise ConfigError(
+                    f"service.jwt.public_key_file: {path} holds a PRIVATE key; give the server only the "
+                    "public key (e.g. `openssl pkey -in private.pem -pubout -out public.pem`)"
+                )
+            try:
+                key = jwt.get_algorithm_by_name(alg).prepare_key(pem)
+            except (
+                ValueError,
+                TypeError,
+                jwt.InvalidKeyError,
+                MissingDependency,
+                NotImplementedError,
+            ) as exc:
+                raise ConfigError(
+                    f"service.jwt.public_key_file: {path} is not a PEM public key usable with {alg} ({exc})"
+                ) from None
+        return cls(settings, key)
+
+    def principals(self, token: str) -> tuple[str, tuple[str, ...]]:
+        """``(subject, principals)`` of a verified token; raises Unauthenticated for any invalid token."""
+        import jwt
+
+        s = self.settings
+        require = ["exp"] + (["iss"] if s.issuer else []) + (["aud"] if s.audience else [])
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[s.algorithm],
+                audience=s.audience,
+                issuer=s.issuer,
+                leeway=s.leeway_s,
+                options={"require": require},
+            )
+        except jwt.PyJWTError as exc:
+            log.info("rejected JWT: %s", type(exc).__name__)
+            raise Unauthenticated("invalid token") from None
+        subject = claims.get("sub")
+        found: list[str] = []
+        raw = claims.get(s.principals_claim)
+        found += _claim_list(raw, s.principals_claim)
+        if isinstance(subject, str) and subject:
+            found.append(f"user:{subject}")
+        if s.groups_claim:
+            found += [f"group:{g}" for g in _claim_list(claims.get(s.groups_claim), s.groups_claim)]
+        valid: list[str] = []
+        for principal in found:
+            try:
+                valid.append(validate_principal(principal))
+            except FilterError:
+                log.warning("token for sub=%.64r carries a malformed principal; ignored", subject)
+        return (subject if isinstance(subject, str) else ""), tuple(dict.fromkeys(valid))
+
+
+def _claim_list(value: object, name: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    log.warning("JWT claim %r is neither a string nor a list of strings; ignored", name)
+    return []
+
+
+# --------------------------------------------------------------------------------------------- Authenticator
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated caller. ``id`` is safe to log (key id, ``jwt:<sub>`` or ``insecure-local``)."""
+
+    id: str
+    principals: tuple[str, ...]
+    method: Literal["api_key", "jwt", "insecure_local"]
+
+
+class Authenticator:
+    """Turns a bearer credential into a :class:`Caller`. Thread-safe; read-only after construction."""
+
+    def __init__(
+        self,
+        api_keys: Sequence[ApiKeyEntry] = (),
+        jwt_verifier: JwtVerifier | None = None,
+        *,
+        insecure_local_principals: Sequence[str] | None = None,
+    ) -> None:
+        self._keys = tuple(api_keys)
+        self._jwt = jwt_verifier
+        self._insecure = (
+            None
+            if insecure_local_principals is None
+            else tuple(validate_principal(p) for p in insecure_local_principals)
+        )
+        self._verified: dict[bytes, ApiKeyEntry] = {}  # sha256(key) -> pbkdf2 entry, successful matches only
+        self._lock = threading.Lock()
+        if not self._keys and self._jwt is None and self._insecure is None:
+            raise ConfigError(
+                "no authentication configured: set service.api_keys_file and/or service.jwt in the config "
+                "(or run `cjkrag serve --insecure-local` on a loopback host for local testing)"
+            )
+
+    @property
+    def insecure_local(self) -> bool:
+        return self._insecure is not None
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: ServiceSettings,
+        *,
+        insecure_local: bool = False,
+        environ: Mapping[str, str] | None = None,
+    ) -> Authenticator:
+        """Load the keys file / JWT key now (startup), so configuration errors stop the server early."""
+        keys = load_api_keys(settings.api_keys_file) if settings.api_keys_file is not None else []
+        verifier = JwtVerifier.from_settings(settings.jwt, environ) if settings.jwt is not None else None
+        insecure: list[str] | None = None
+        if not settings.auth_configured:
+            if not insecure_local:
+                raise ConfigError(
+                    "no authentication configured: set service.api_keys_file (create keys with `cjkrag keys "
+                    "create`) and/or service.jwt in the config; for local testing only, use --insecure-local "
+                    "on a loopback host"
+                )
+            try:
+                insecure = [validate_principal(p) for p in settings.insecure_local_principals]
+            except FilterError as exc:
+                raise ConfigError(f"service.insecure_local_principals: {exc}") from None
+        elif insecure_local:
+            log.warning(
+                "--insecure-local ignored: authentication is configured, every request needs a credential"
+            )
+        if settings.api_keys_file is not None and not keys and verifier is None:
+            raise ConfigError(f"service.api_keys_file: {settings.api_keys_file} has no keys; add one")
+        return cls(keys, verifier, insecure_local_principals=insecure)
+
+    def authenticate(self, token: str | None, client_host: str | None = None) -> Caller:
+        """The caller behind a bearer ``token``; raises Unauthenticated (401) or Forbidden (403)."""
+        if self._insecure is not None:
+            if client_host is None or not is_loopback_host(client_host):
+                log.warning("insecure-local mode: refused a request from a non-loopback client")
+                raise Forbidden("insecure-local mode accepts loopback clients only")
+            return Caller("insecure-local", self._insecure, "insecure_local")
+        if not token:
+            raise Unauthenticated("missing credentials", invalid_token=False)
+        if len(token) > MAX_TOKEN_CHARS:
+            raise Unauthenticated("invalid credentials")
+        caller: Caller | None = None
+        if self._jwt is not None and token.count(".") == 2:
+            try:
+                subject, principals = self._jwt.principals(token)
+                caller = Caller(f"jwt:{subject[:64]}", principals, "jwt")
+            except Unauthenticated:
+                if not self._keys:
+                    raise
+        if caller is None and self._keys:
+            entry = self._match_key(token)
+            if entry is not None:
+                caller = Caller(entry.id, entry.principals, "api_key")
+        if caller is None:
+            log.info("rejected bearer credential (no matching API key)")
+            raise Unauthenticated("invalid credentials")
+        if not caller.principals:
+            log.info("caller %s is authenticated but holds no principals", caller.id)
+            raise Forbidden("no principals")
+        return caller
+
+    def _match_key(self, key: str) -> ApiKeyEntry | None:
+        key_sha = hashlib.sha256(key.encode("utf-8")).digest()
+        with self._lock:
+            cached = self._verified.get(key_sha)
+        if cached is not None:
+            return cached
+        found: ApiKeyEntry | None = None
+        for entry in self._keys:  # check every sha256 entry: no early exit on the cheap ones
+            if entry.hash.startswith("sha256:") and entry.matches(key, key_sha) and found is None:
+                found = entry
+        if found is not None:
+            return found
+        for entry in self._keys:
+            if not entry.hash.startswith("sha256:") and entry.matches(key, key_sha):
+                with self._lock:
+                    if len(self._verified) >= 4096:
+                        self._verified.clear()
+                    self._verified[key_sha] = entry
+                return entry
+        return None
