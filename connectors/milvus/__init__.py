@@ -1,0 +1,1 @@
+"""Milvus adapter: ``store.MilvusStore`` (server or Milvus Lite file) and ``filters.translate``."""
