@@ -1,0 +1,1 @@
+"""Elasticsearch adapter: ``filters.translate`` (filter language -> a ``bool`` query dict)."""

@@ -1,0 +1,1 @@
+"""Qdrant adapter: ``filters.translate`` (filter language -> ``qdrant_client.models.Filter``)."""

@@ -1,0 +1,1 @@
+"""Weaviate adapter: ``filters.translate`` (filter language -> ``weaviate.classes.query.Filter``)."""
