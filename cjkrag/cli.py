@@ -298,8 +298,7 @@ def eval_(
         if not reuse:
             engine.store.drop_collection()
         records = [
-            {"id": d_id, "text": d["text"], "title": d.get("title", ""), "public": True}
-            for d_id, d in beir.corpus.items()
+            {"id": d.id, "text": d.text, "title": d.title, "public": True} for d in beir.corpus.values()
         ]
         with _ingest_progress(True) as on_progress:
             rep = engine.ingest(records, on_progress=on_progress)

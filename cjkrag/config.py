@@ -36,7 +36,8 @@ class StoreConfig(_Strict):
 class EmbeddingConfig(_Strict):
     model: str = "bundled:multilingual-e5-small"
     profile: str = "auto"
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda|mps|cuda:\d+)$")
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     batch_size: int = Field(32, ge=1, le=4096)
 
 

@@ -50,7 +50,13 @@ class Engine:
                 from cjkrag.ingest.embedding.loader import load_embedder
 
                 e = self.config.embedding
-                emb = load_embedder(e.model, device=e.device, batch_size=e.batch_size, profile=e.profile)
+                emb = load_embedder(
+                    e.model,
+                    device=e.device,
+                    batch_size=e.batch_size,
+                    profile=e.profile,
+                    precision=e.precision,
+                )
                 emb.warm_up()
                 self._embedder = emb
             return self._embedder
@@ -77,7 +83,9 @@ class Engine:
 
                 a = self.config.analyzer
                 analyzer = CJKAnalyzer(
-                    bigrams=a.bigrams, traditional_to_simplified=a.traditional_to_simplified, stopwords=a.stopwords
+                    bigrams=a.bigrams,
+                    traditional_to_simplified=a.traditional_to_simplified,
+                    stopwords=a.stopwords,
                 )
                 analyzer.warm_up()
                 self._analyzer = analyzer
@@ -91,7 +99,10 @@ class Engine:
 
                 r = self.config.rerank
                 reranker = load_reranker(
-                    r.model, device=self.config.embedding.device, batch_size=r.batch_size, max_length=r.max_length
+                    r.model,
+                    device=self.config.embedding.device,
+                    batch_size=r.batch_size,
+                    max_length=r.max_length,
                 )
                 if reranker is not None:
                     reranker.warm_up()
@@ -122,7 +133,12 @@ class Engine:
     def ready(self) -> dict[str, Any]:
         """Store reachable and models loaded; raises StoreUnavailable when the store is down."""
         count = self.store.count()
-        return {"store": "ok", "chunks": count, "embedding": self.embedder.name, "collection": self.config.collection}
+        return {
+            "store": "ok",
+            "chunks": count,
+            "embedding": self.embedder.name,
+            "collection": self.config.collection,
+        }
 
     # -- ingestion -----------------------------------------------------------------------------------
     def ingest(
@@ -184,12 +200,19 @@ class Engine:
             elif isinstance(s, Mapping):
                 records.append(s)
             else:
-                raise ConfigError(f"cannot ingest a {type(s).__name__}: pass paths, record dicts or Documents")
-        defaults = {"default_acl": acl, "default_deny": deny, "default_public": public}
+                raise ConfigError(
+                    f"cannot ingest a {type(s).__name__}: pass paths, record dicts or Documents"
+                )
         if paths:
-            yield from iter_documents(paths, max_bytes=self.config.ingest.max_file_bytes, **defaults)
+            yield from iter_documents(
+                paths,
+                default_acl=acl,
+                default_deny=deny,
+                default_public=public,
+                max_bytes=self.config.ingest.max_file_bytes,
+            )
         if records:
-            yield from iter_records(records, **defaults)
+            yield from iter_records(records, default_acl=acl, default_deny=deny, default_public=public)
         yield from docs
 
     # -- search --------------------------------------------------------------------------------------

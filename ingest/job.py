@@ -126,11 +126,11 @@ class IngestJob:
         except StoreUnavailable:
             raise  # the store is gone: every later document would fail too; stop with the real cause
         except CjkragError as exc:
-            report.failures.append(Failure(doc.source or doc.id, str(exc), _fix_for(exc)))
-            log.warning("document %s failed: %s", doc.source or doc.id, exc)
+            report.failures.append(Failure(_label(doc), str(exc), _fix_for(exc)))
+            log.warning("document %s failed: %s", _label(doc), exc)
         except Exception as exc:  # one bad document never stops the job
-            log.exception("document %s failed unexpectedly", doc.source or doc.id)
-            report.failures.append(Failure(doc.source or doc.id, f"{type(exc).__name__}: {exc}"))
+            log.exception("document %s failed unexpectedly", _label(doc))
+            report.failures.append(Failure(_label(doc), f"{type(exc).__name__}: {exc}"))
         return None
 
     def _prepare(self, doc: Document, report: IngestReport) -> _Prepared | None:
@@ -149,7 +149,7 @@ class IngestJob:
             return None
         chunks = chunk_text(doc.text, self.embedder, max_tokens=self.max_tokens, overlap_tokens=self.overlap_tokens)
         if not chunks:
-            report.failures.append(Failure(doc.source or doc.id, "document has no text", "", "skipped"))
+            report.failures.append(Failure(_label(doc), "document has no text", "", "skipped"))
             return None
         return _Prepared(doc, dhash, [str(r["chunk_id"]) for r in existing], chunks)
 
@@ -229,6 +229,13 @@ class _Prepared:
 def _batches(seq: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for i in range(0, len(seq), size):
         yield seq[i : i + size]
+
+
+def _label(doc: Document) -> str:
+    """Where the document came from, with its id when the source does not already show it."""
+    if not doc.source:
+        return doc.id
+    return doc.source if doc.id in doc.source else f"{doc.source} (id {doc.id!r})"
 
 
 def _fix_for(exc: Exception) -> str:

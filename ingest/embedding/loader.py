@@ -22,6 +22,7 @@ def load_embedder(
     batch_size: int = 32,
     profile: str = "auto",
     cache_dir: Path | None = None,
+    precision: str = "auto",
 ) -> Embedder:
     """Build the embedder named by ``model`` (call ``warm_up()`` on it before use)."""
     from cjkrag.ingest.embedding.profiles import get_profile, profile_for
@@ -61,8 +62,18 @@ def load_embedder(
             raise ConfigError(f"embedding.model {ref!r}: the only bundled model is {BUNDLED_MODEL_ID!r}")
         path = ensure_bundled_model(cache_dir)
         return SentenceTransformerEmbedder(
-            str(path), device=dev, batch_size=batch_size, profile=chosen or get_profile("bundled"), name=ref
+            str(path),
+            device=dev,
+            batch_size=batch_size,
+            profile=chosen or get_profile("bundled"),
+            name=ref,
+            precision=precision,
         )
     return SentenceTransformerEmbedder(
-        ref, device=dev, batch_size=batch_size, profile=chosen or profile_for(ref), cache_dir=cache_dir
+        ref,
+        device=dev,
+        batch_size=batch_size,
+        profile=chosen or profile_for(ref),
+        cache_dir=cache_dir,
+        precision=precision,
     )
