@@ -26,7 +26,7 @@ __version__ = "0.1.0"
 __all__ = ["Document", "Engine", "Hit", "__version__", "open"]
 
 
-def open(config: str | Path | Mapping[str, Any] | Config | None = None) -> Engine:  # noqa: A001
+def open(config: str | Path | Mapping[str, Any] | Config | None = None) -> Engine:
     """An Engine for ``config``: a YAML path, a dict (overlaying the defaults), or None for the default."""
     from cjkrag.engine import open_engine
 

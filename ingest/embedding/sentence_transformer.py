@@ -67,6 +67,16 @@ def resolve_prefix(prompts: dict[str, str], prompt_name: str | None, fallback: s
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
+def _quiet_transformers() -> None:
+    """No per-load "Loading weights" bars on a CLI's stdout; our own logs say what was loaded."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except Exception:  # pragma: no cover - transformers missing or changed: cosmetic only
+        pass
+
+
 def _cpu_has_bf16(torch: Any) -> bool:
     cpu = getattr(torch, "cpu", None)
     for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
@@ -149,6 +159,7 @@ class SentenceTransformerEmbedder:
                 from sentence_transformers import SentenceTransformer
             except ImportError as exc:
                 raise missing("gpu", exc.name or "sentence-transformers") from exc
+            _quiet_transformers()
             device = resolve_device(self.device_request)
             model = self._load(SentenceTransformer, device)
             self.precision = _choose_precision(torch, device, self.precision_request, self.profile.cuda_dtype)
