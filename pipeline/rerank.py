@@ -50,19 +50,6 @@ class Reranker(Protocol):
         """The first ``top_n`` items reordered by score, then the rest unscored in their order."""
 
 
-def _resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        mps = getattr(torch.backends, "mps", None)
-        return "mps" if mps is not None and mps.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"rerank.device is {device!r} but torch sees no CUDA device; use 'auto' or 'cpu'")
-    return device
-
-
 class CrossEncoderReranker:
     """A sentence-transformers ``CrossEncoder`` loaded from a model id or a local folder.
 
@@ -121,7 +108,9 @@ class CrossEncoderReranker:
                 from sentence_transformers import CrossEncoder
             except ImportError as exc:
                 raise missing("gpu", "sentence-transformers") from exc
-            device = _resolve_device(self.device)
+            from cjkrag.ingest.embedding.sentence_transformer import resolve_device
+
+            device = resolve_device(self.device, key="rerank.device")
             source = Path(self.name).expanduser()
             is_local = source.is_dir()
             looks_like_path = (

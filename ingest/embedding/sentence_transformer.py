@@ -33,8 +33,9 @@ def _offline() -> bool:
     )
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available else ``cpu``; an unavailable explicit device is a ConfigError."""
+def resolve_device(device: str, *, key: str = "embedding.device") -> str:
+    """``auto`` -> ``cuda`` when available else ``cpu``; an unavailable explicit device is a ConfigError
+    naming ``key`` (the embedder's and the reranker's config keys share this rule)."""
     import torch
 
     d = (device or "auto").strip().lower()
@@ -44,15 +45,13 @@ def resolve_device(device: str) -> str:
         return "cpu"
     if d == "cuda" or d.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise ConfigError(
-                f"embedding.device is {device!r} but no CUDA device is available; use auto or cpu"
-            )
+            raise ConfigError(f"{key} is {device!r} but no CUDA device is available; use auto or cpu")
         return d
     if d == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise ConfigError("embedding.device is 'mps' but MPS is not available; use auto or cpu")
+            raise ConfigError(f"{key} is 'mps' but MPS is not available; use auto or cpu")
         return d
-    raise ConfigError(f"embedding.device: unknown device {device!r}; use auto, cpu, cuda (or cuda:N) or mps")
+    raise ConfigError(f"{key}: unknown device {device!r}; use auto, cpu, cuda (or cuda:N) or mps")
 
 
 def resolve_prefix(prompts: dict[str, str], prompt_name: str | None, fallback: str) -> str:
