@@ -118,3 +118,23 @@ def test_no_or_wrong_key_is_401_without_details(server: tuple[str, dict[str, str
         assert r.status_code == 401
         assert "hr-1" not in r.text and "support" not in r.text
     assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+
+
+def test_concurrent_clients_never_mix_principals(server: tuple[str, dict[str, str]]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    base, keys = server
+    own = {"support": {"support-1", "support-2", "public-1"}, "hr": {"hr-1", "public-1"}}
+    jobs = [("support" if i % 2 else "hr", ("hybrid", "dense", "keyword")[i % 3]) for i in range(48)]
+
+    def call(job: tuple[str, str]) -> tuple[str, set[str]]:
+        who, mode = job
+        r = _search(base, keys[who], {"query": "密码重置", "top_k": 10, "mode": mode})
+        assert r.status_code == 200, r.text
+        return who, {h["doc_id"] for h in r.json()["hits"]}
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        results = list(pool.map(call, jobs))
+    assert len(results) == 48
+    for who, ids in results:
+        assert ids and ids <= own[who], (who, ids)

@@ -1,0 +1,110 @@
+"""The query pipeline over real Milvus Lite with the real CJK analyzer (FakeEmbedder for the dense side)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from cjkrag.errors import ConfigError, FilterError
+
+DOCS = [
+    {"id": "zh", "text": "北京是中华人民共和国的首都，也是全国的政治中心。", "public": True, "tenant": "acme"},
+    {"id": "zh2", "text": "上海是中国最大的经济中心和港口城市。", "public": True, "tenant": "acme"},
+    {"id": "ja", "text": "東京は日本の首都で、世界有数の大都市です。", "public": True, "tenant": "globex"},
+    {"id": "ja2", "text": "全文検索エンジンを使うと、大量の文書から素早く情報を探せます。", "public": True,
+     "tenant": "globex"},
+    {"id": "ko", "text": "서울은 대한민국의 수도이며 가장 큰 도시입니다.", "public": True, "tenant": "acme"},
+    {"id": "ko2", "text": "부산은 한국에서 두 번째로 큰 항구 도시입니다.", "public": True, "tenant": "globex"},
+    {"id": "en", "text": "Use the REST API with an access token; rate limits apply per tenant.", "public": True,
+     "tenant": "acme", "metadata": {"category": "api", "version": 2}},
+]
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from tests.conftest import make_engine
+
+    eng = make_engine(tmp_path_factory.mktemp("pipe"))
+    assert eng.ingest(DOCS).documents == len(DOCS)
+    yield eng
+    eng.close()
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [("首都", {"zh", "ja"}), ("東京", {"ja"}), ("検索", {"ja2"}), ("수도", {"ko"}), ("ＡＰＩ", {"en"}),
+     ("臺灣", set()), ("港口", {"zh2"})],
+)
+def test_single_word_keyword_queries_hit_the_right_chunks(engine: Any, query: str, expected: set[str]) -> None:
+    hits = engine.search(query, principals=[], mode="keyword", top_k=10)
+    got = {h.doc_id for h in hits}
+    if expected:
+        assert expected <= got, (query, got)
+        assert hits[0].doc_id in expected
+        assert all(h.scores["keyword"] > 0 for h in hits)
+    # BM25 must not match everything: a single-word query hits only texts sharing its terms
+    assert len(got) <= len(expected) + 1, (query, got)
+
+
+def test_hybrid_hits_carry_per_stage_scores_and_ranks(engine: Any) -> None:
+    hits = engine.search("日本の首都", principals=[], mode="hybrid", top_k=5)
+    assert hits[0].doc_id == "ja"
+    assert {"dense", "keyword", "fused"} <= set(hits[0].scores)
+    assert hits[0].ranks["fused"] == 1
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_tenant_and_metadata_filters_are_pushed_down(engine: Any) -> None:
+    tenant = {"field": "tenant", "operator": "==", "value": "globex"}
+    for mode in ("dense", "keyword", "hybrid"):
+        hits = engine.search("首都 도시", principals=[], mode=mode, top_k=10, filters=tenant)
+        assert hits and {h.doc_id for h in hits} <= {"ja", "ja2", "ko2"}
+    meta = {"operator": "AND", "conditions": [
+        {"field": "metadata.category", "operator": "==", "value": "api"},
+        {"field": "metadata.version", "operator": ">=", "value": 2}]}
+    assert [h.doc_id for h in engine.search("token", principals=[], filters=meta)] == ["en"]
+    assert engine.search("token", principals=[], filters={"field": "metadata.version", "operator": ">", "value": 2}) == []
+
+
+def test_bad_requests_are_clear_errors(engine: Any) -> None:
+    with pytest.raises(FilterError, match="operator"):
+        engine.search("x", principals=[], filters={"field": "doc_id", "operator": "~=", "value": "a"})
+    with pytest.raises(ConfigError, match="mode"):
+        engine.search("x", principals=[], mode="fuzzy")
+    with pytest.raises(FilterError):
+        engine.search("x", principals=["group:a\x00"])
+    with pytest.raises(Exception, match="list of strings"):
+        engine.search("x", principals="group:a")
+
+
+class LeakyStore:
+    """A deliberately broken store that ignores filters: the post-check must still hide what leaks."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def search_dense(self, vector: Any, top_k: int, filters: Any) -> Any:
+        return self.inner.search_dense(vector, top_k, None)
+
+    def search_keyword(self, terms: Any, top_k: int, filters: Any) -> Any:
+        return self.inner.search_keyword(terms, top_k, None)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_post_check_drops_and_logs_what_a_broken_store_leaks(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    from tests.conftest import make_engine
+
+    eng = make_engine(tmp_path)
+    eng.ingest([{"id": "secret", "text": "机密：首都的服务器密码", "acl": ["group:ops"]},
+                {"id": "open", "text": "首都的天气", "public": True}])
+    pipeline = eng.pipeline
+    pipeline.store = LeakyStore(eng.store)
+    with caplog.at_level(logging.ERROR, logger="cjkrag.search"):
+        for mode in ("dense", "keyword", "hybrid"):
+            assert {h.doc_id for h in pipeline.search("首都", principals=["group:x"], mode=mode)} == {"open"}
+    assert "post-check dropped chunk" in caplog.text
+    eng.close()
