@@ -44,13 +44,15 @@ def short_window(model_dir: Path) -> CrossEncoderReranker:
 
 def test_scores_flow(reranker: CrossEncoderReranker, model_dir: Path) -> None:
     assert isinstance(reranker, Reranker)
-    assert reranker.resolved_device == "cpu"  # auto on a machine without CUDA
+    import torch
+
+    assert reranker.resolved_device == ("cuda" if torch.cuda.is_available() else "cpu")  # auto
     query = PAIRS[0][0]
     scores = reranker.score(query, PASSAGES[:5])
     assert len(scores) == 5
     assert all(math.isfinite(s) and 0.0 < s < 1.0 for s in scores)
     assert reranker.score(query, []) == []
-    raw = CrossEncoderReranker(str(model_dir), device="cpu", max_length=64, activation="identity")
+    raw = CrossEncoderReranker(str(model_dir), device="auto", max_length=64, activation="identity")
     logits = raw.score(query, PASSAGES[:5])
     assert [1 / (1 + math.exp(-x)) for x in logits] == pytest.approx(scores, rel=1e-5)
     assert reranker.score(query, PASSAGES[:5]) == pytest.approx(scores)  # deterministic
@@ -66,9 +68,11 @@ def test_relevant_passage_ranks_first_for_every_training_query(reranker: CrossEn
 
 
 def test_batch_size_does_not_change_scores(model_dir: Path, reranker: CrossEncoderReranker) -> None:
-    one_by_one = CrossEncoderReranker(str(model_dir), device="cpu", batch_size=1, max_length=64)
+    one_by_one = CrossEncoderReranker(str(model_dir), device="auto", batch_size=1, max_length=64)
     query = PAIRS[12][0]
-    assert one_by_one.score(query, PASSAGES) == pytest.approx(reranker.score(query, PASSAGES), abs=1e-5)
+    # same device as the fixture; fp16 on CUDA pads differently per batch, hence the looser bound there
+    tolerance = 1e-5 if reranker.resolved_device == "cpu" else 1e-3
+    assert one_by_one.score(query, PASSAGES) == pytest.approx(reranker.score(query, PASSAGES), abs=tolerance)
 
 
 def test_window_spans_cover_a_long_passage(short_window: CrossEncoderReranker) -> None:
