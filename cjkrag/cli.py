@@ -278,8 +278,9 @@ def eval_(
 ) -> None:
     """Measure retrieval quality on a BEIR set: nDCG@10, Recall@10/100, MRR@10 and latency per mode.
 
-    The corpus is ingested (public) into its own collection `eval_<set>`; long documents are chunked and a
-    document ranks where its best chunk ranks.
+    The corpus is ingested (public) into its own collection `eval_<set>` (with the embedded Milvus Lite, in its
+    own file `<data_dir>/eval/<set>.db`, so your store is neither touched nor locked); long documents are
+    chunked and a document ranks where its best chunk ranks.
     """
     from cjkrag.pipeline.evaluation import format_table, load_beir, plot, run_eval, write_json
 
@@ -293,6 +294,9 @@ def eval_(
         name = beir_dir.resolve().name
         slug = "".join(ch if ch.isalnum() else "_" for ch in name.lower())
         engine = _engine(config, collection=f"eval_{slug}")
+        milvus = engine.config.store.milvus
+        if "://" not in milvus.uri:  # an embedded file: evaluate in a file of its own, never in the user's store
+            milvus.uri = str(engine.config.resolved_data_dir() / "eval" / f"{slug}.db")
         if "hybrid+rerank" in wanted and engine.reranker is None:
             raise CjkragError("--modes hybrid+rerank needs rerank.model in the config (a cross-encoder id or path)")
         if not reuse:
