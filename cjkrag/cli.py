@@ -296,7 +296,7 @@ def eval_(
         engine = _engine(config, collection=f"eval_{slug}")
         milvus = engine.config.store.milvus
         if "://" not in milvus.uri:  # an embedded file: evaluate in a file of its own, never in the user's store
-            milvus.uri = str(engine.config.resolved_data_dir() / "eval" / f"{slug}.db")
+            milvus.uri = f"eval/{slug}.db"  # relative: resolved against the data dir
         if "hybrid+rerank" in wanted and engine.reranker is None:
             raise CjkragError("--modes hybrid+rerank needs rerank.model in the config (a cross-encoder id or path)")
         if not reuse:

@@ -49,10 +49,13 @@ def write_config(path: Path, data: Path, **extra: object) -> Path:
     return path
 
 
-def test_eval_prints_the_table_writes_json_and_plot_and_leaves_the_store_alone(tmp_path: Path) -> None:
+def test_eval_prints_the_table_writes_json_and_plot_and_leaves_the_store_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     beir = write_beir(tmp_path / "tiny-set")
+    monkeypatch.chdir(tmp_path)
     data = tmp_path / "data"
-    config = write_config(tmp_path / "cfg.yaml", data)
+    config = write_config(tmp_path / "cfg.yaml", Path("data"))  # relative, as in the packaged default
     out, png = tmp_path / "out.json", tmp_path / "out.png"
     result = CliRunner().invoke(
         app,
@@ -75,6 +78,7 @@ def test_eval_prints_the_table_writes_json_and_plot_and_leaves_the_store_alone(t
     # the evaluation ran in a Milvus Lite file of its own; the user's store file was never created
     assert (data / "eval" / "tiny_set.db").exists()
     assert not (data / "milvus.db").exists()
+    assert [p.name for p in data.iterdir()] == ["eval"]
 
 
 def test_eval_reruns_fresh_and_keeps_the_numbers(tmp_path: Path) -> None:
