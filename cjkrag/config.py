@@ -57,10 +57,10 @@ def _default_weights() -> dict[Literal["dense", "keyword"], float]:
 
 
 class FusionConfig(_Strict):
-    method: Literal["rrf", "weighted", "dbsf"] = "rrf"
+    method: Literal["rrf", "weighted", "dbsf"] = "weighted"
     k: int = Field(60, ge=1)
     weights: dict[Literal["dense", "keyword"], float] = Field(default_factory=_default_weights)
-    normalization: Literal["minmax", "zscore"] = "minmax"
+    normalization: Literal["minmax", "zscore"] = "zscore"
 
 
 class RetrievalConfig(_Strict):

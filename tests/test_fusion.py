@@ -215,3 +215,20 @@ def test_item_first_in_every_run_comes_first(runs: dict[str, list[tuple[str, flo
     assert out[0].id == "WINNER"
     assert out[0].ranks == dict.fromkeys(runs, 1)
     assert [it.score for it in out] == sorted((it.score for it in out), reverse=True)
+
+
+def test_a_weak_keyword_run_does_not_overturn_a_confident_dense_winner_under_the_default() -> None:
+    """Why the default is weighted z-score (README, Results): a cross-lingual query where keyword search
+    only matched a shared name in a wrong document. Rank-based RRF (and min-max) put that document first;
+    z-scores keep the dense winner, whose lead over the rest of its run is large."""
+    from cjkrag.config import FusionConfig
+
+    dense = [("right", 0.90)] + [(f"d{i}", 0.86 - 0.002 * i) for i in range(30)]
+    dense.insert(3, ("junk", 0.855))
+    runs = {"dense": dense, "keyword": [("junk", 5.0)]}
+    default = FusionConfig()
+    assert (default.method, default.normalization) == ("weighted", "zscore")
+    fused = fuse(runs, default.method, normalization=default.normalization, weights=default.weights)
+    assert fused[0].id == "right"
+    assert rrf(runs, k=60)[0].id == "junk"
+    assert weighted(runs, normalization="minmax")[0].id == "junk"
