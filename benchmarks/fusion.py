@@ -33,12 +33,12 @@ from cjkrag.pipeline.evaluation import chunk_hits_to_doc_run, evaluate_run, load
 from cjkrag.pipeline.fusion import fuse
 
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "rrf k=60 (default)": ("rrf", {"k": 60}),
+    "weighted zscore (default)": ("weighted", {"normalization": "zscore"}),
+    "rrf k=60": ("rrf", {"k": 60}),
     "rrf k=60 kw 1 : dense 0.5": ("rrf", {"k": 60, "weights": {"keyword": 1.0, "dense": 0.5}}),
     "rrf k=60 kw 0.5 : dense 1": ("rrf", {"k": 60, "weights": {"keyword": 0.5, "dense": 1.0}}),
     "rrf k=10": ("rrf", {"k": 10}),
     "weighted minmax": ("weighted", {"normalization": "minmax"}),
-    "weighted zscore": ("weighted", {"normalization": "zscore"}),
     "dbsf": ("dbsf", {}),
 }
 
