@@ -29,7 +29,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from cjkrag.pipeline.evaluation import chunk_hits_to_doc_run, evaluate_run, load_beir
+from cjkrag.pipeline.evaluation import chunk_hits_to_doc_run, evaluate_run, load_beir, use_eval_store
 from cjkrag.pipeline.fusion import fuse
 
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -63,12 +63,8 @@ def collect(beir_dir: Path, config: str | None, max_queries: int | None) -> tupl
     import cjkrag
 
     beir = load_beir(beir_dir, max_queries=max_queries)
-    slug = "".join(ch if ch.isalnum() else "_" for ch in beir_dir.resolve().name.lower())
-    engine = cjkrag.open(config) if config else cjkrag.open({"collection": f"eval_{slug}"})
-    engine.config.collection = f"eval_{slug}"
-    milvus = engine.config.store.milvus
-    if "://" not in milvus.uri:
-        milvus.uri = f"eval/{slug}.db"  # relative: resolved against the data dir, as `cjkrag eval` does
+    engine = cjkrag.open(config)
+    use_eval_store(engine.config, beir_dir.resolve().name)  # the store `cjkrag eval` fills: reused
     records = [{"id": d.id, "text": d.text, "title": d.title, "public": True} for d in beir.corpus.values()]
     report = engine.ingest(records)
     print(f"{beir.name}: {report.summary()}", file=sys.stderr)

@@ -282,7 +282,7 @@ def eval_(
     own file `<data_dir>/eval/<set>.db`, so your store is neither touched nor locked); long documents are
     chunked and a document ranks where its best chunk ranks.
     """
-    from cjkrag.pipeline.evaluation import format_table, load_beir, plot, run_eval, write_json
+    from cjkrag.pipeline.evaluation import format_table, load_beir, plot, run_eval, use_eval_store, write_json
 
     wanted = [m.strip() for m in modes.split(",") if m.strip()]
     known = {"keyword", "dense", "hybrid", "hybrid+rerank"}
@@ -292,11 +292,8 @@ def eval_(
     try:
         beir = load_beir(beir_dir, max_queries=max_queries)
         name = beir_dir.resolve().name
-        slug = "".join(ch if ch.isalnum() else "_" for ch in name.lower())
-        engine = _engine(config, collection=f"eval_{slug}")
-        milvus = engine.config.store.milvus
-        if "://" not in milvus.uri:  # an embedded file: evaluate in a file of its own, never in the user's store
-            milvus.uri = f"eval/{slug}.db"  # relative: resolved against the data dir
+        engine = _engine(config)
+        use_eval_store(engine.config, name)  # its own collection (and file): the user's store stays untouched
         if "hybrid+rerank" in wanted and engine.reranker is None:
             raise CjkragError("--modes hybrid+rerank needs rerank.model in the config (a cross-encoder id or path)")
         if not reuse:

@@ -20,10 +20,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cjkrag.errors import InputError, missing
 from cjkrag.types import Document, Hit
+
+if TYPE_CHECKING:
+    from cjkrag.config import Config
 
 METRICS: tuple[str, ...] = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
 LATENCIES: tuple[str, ...] = ("p50_ms", "p95_ms")
@@ -153,6 +156,20 @@ def load_beir(directory: Path | str, split: str = "test", max_queries: int | Non
         qrels={qid: qrels[qid] for qid in queries},
         split=split,
     )
+
+
+def use_eval_store(config: Config, dataset: str) -> str:
+    """Point ``config`` at the evaluation store of ``dataset`` and return its collection name.
+
+    The collection is ``eval_<dataset>``; with an embedded Milvus Lite file it also lives in a file of its own,
+    ``<data_dir>/eval/<dataset>.db``, so an evaluation neither touches nor locks the user's store.
+    """
+    slug = "".join(ch if ch.isalnum() else "_" for ch in dataset.lower())
+    config.collection = f"eval_{slug}"
+    milvus = config.store.milvus
+    if "://" not in milvus.uri:
+        milvus.uri = f"eval/{slug}.db"  # relative: resolved against the data dir
+    return config.collection
 
 
 def _ir_measures() -> Any:
