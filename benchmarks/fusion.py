@@ -65,8 +65,7 @@ def collect(beir_dir: Path, config: str | None, max_queries: int | None) -> tupl
     beir = load_beir(beir_dir, max_queries=max_queries)
     engine = cjkrag.open(config)
     use_eval_store(engine.config, beir_dir.resolve().name)  # the store `cjkrag eval` fills: reused
-    records = [{"id": d.id, "text": d.text, "title": d.title, "public": True} for d in beir.corpus.values()]
-    report = engine.ingest(records)
+    report = engine.ingest(beir.documents())
     print(f"{beir.name}: {report.summary()}", file=sys.stderr)
     depth = engine.config.retrieval.candidates
     runs: dict[str, Any] = {}

@@ -298,11 +298,8 @@ def eval_(
             raise CjkragError("--modes hybrid+rerank needs rerank.model in the config (a cross-encoder id or path)")
         if not reuse:
             engine.store.drop_collection()
-        records = [
-            {"id": d.id, "text": d.text, "title": d.title, "public": True} for d in beir.corpus.values()
-        ]
         with _ingest_progress(True) as on_progress:
-            rep = engine.ingest(records, on_progress=on_progress)
+            rep = engine.ingest(beir.documents(), on_progress=on_progress)  # public: benchmarks have no ACL
         out.print(f"corpus: {rep.summary()}", highlight=False)
 
         def search(text: str, mode: str, k: int) -> list[tuple[str, float]]:
