@@ -43,6 +43,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cjkrag.connectors.locking import acquire_store_lock, release_store_lock
 from cjkrag.connectors.milvus.filters import literal, render, translate
 from cjkrag.connectors.milvus.schema import (
     ARRAY_CAPACITY,
@@ -169,6 +170,8 @@ class MilvusStore:
             except ImportError as exc:
                 raise missing("milvus", "milvus-lite") from exc
         uri = str(Path(self.uri).expanduser().resolve()) if is_lite_uri(self.uri) else self.uri
+        if is_lite_uri(self.uri):  # ours, before milvus-lite starts (see connectors/locking.py)
+            acquire_store_lock(uri, f"Milvus Lite file {self.uri}")
         try:
             self._client = pymilvus.MilvusClient(
                 uri=uri,
@@ -178,6 +181,8 @@ class MilvusStore:
                 alias=self._alias,
             )
         except Exception as exc:
+            if is_lite_uri(self.uri):
+                release_store_lock(uri)
             raise StoreUnavailable(
                 f"cannot connect to Milvus at {self.uri!r} (within {CONNECT_TIMEOUT_S:g} s): {exc}; "
                 f"{self._fix_hint()}"
@@ -227,7 +232,12 @@ class MilvusStore:
                 if last:
                     from milvus_lite.server_manager import server_manager_instance
 
-                    server_manager_instance.release_server(path)
+                    try:
+                        server_manager_instance.release_server(path)
+                    finally:
+                        release_store_lock(path)
+                else:
+                    release_store_lock(path)
 
     # -- collection -----------------------------------------------------------------------------------
     def _describe(self) -> dict[str, Any] | None:
