@@ -221,18 +221,26 @@ class Engine:
         query: str,
         *,
         principals: Sequence[str],
+        narrow_to: Sequence[str] | None = None,
         top_k: int | None = None,
         mode: str | None = None,
         rerank: bool | None = None,
         filters: Mapping[str, Any] | FilterNode | None = None,
         language: str | None = None,
     ) -> list[Hit]:
-        """The best chunks the ``principals`` may read. ``principals`` is required: no default identity."""
-        if isinstance(principals, str):
-            raise AccessError("principals must be a list of strings such as ['group:sales'], not one string")
+        """The best chunks the ``principals`` may read. ``principals`` is required: no default identity.
+
+        ``principals`` must be ALL the principals the caller holds. ``narrow_to`` (optional) searches as a
+        subset of them: it restricts only which principals grant access; ``deny`` is always checked against
+        every held principal, so narrowing can hide chunks but never reveal one.
+        """
+        for name, value in (("principals", principals), ("narrow_to", narrow_to)):
+            if isinstance(value, str):
+                raise AccessError(f"{name} must be a list of strings such as ['group:sales'], not one string")
         return self.pipeline.search(
             query,
             principals=list(principals),
+            narrow_to=None if narrow_to is None else list(narrow_to),
             top_k=top_k or self.config.retrieval.top_k,
             mode=mode or self.config.retrieval.mode,
             rerank=rerank,

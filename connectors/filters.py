@@ -416,49 +416,72 @@ def evaluate(node: FilterNode | None, record: Mapping[str, Any]) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- access
+_EDGE_INVISIBLES = "\u200b\ufeff"  # zero-width space and BOM: invisible, left at the ends by copy-paste
+
+
+def normalize_principal(p: str) -> str:
+    """The one normal form of a principal: surrounding whitespace (and zero-width space / BOM) trimmed, then
+    Unicode NFC. Case is kept (``user:Alice`` and ``user:alice`` stay two principals). No validation."""
+    return unicodedata.normalize("NFC", p.strip().strip(_EDGE_INVISIBLES).strip())
+
+
 def validate_principal(p: str) -> str:
-    """A principal as given, if acceptable: a non-empty str of <= 256 characters with no control characters,
-    line/paragraph separators or lone surrogates. Matched literally (quotes, backslashes, RTL marks and
-    emoji are fine); raises FilterError otherwise."""
+    """A principal in its normal form (:func:`normalize_principal`), if acceptable; raises FilterError otherwise.
+
+    Acceptable once normalized: a non-empty str of <= 256 characters with no control characters,
+    line/paragraph separators or lone surrogates. Matched literally after normalization (quotes, backslashes,
+    RTL marks and emoji are fine). Every principal on the way in goes through here: CLI and API values, the
+    API-keys file, JWT claims, and the acl/deny lists of every ingested document.
+    """
     if not isinstance(p, str):
         raise FilterError(
             f"principal {_short(p)} is a {type(p).__name__}: principals are strings such as 'group:support'"
         )
-    if not p:
-        raise FilterError("principal '' is empty: principals are non-empty strings such as 'user:alice'")
-    if len(p) > MAX_PRINCIPAL_CHARS:
-        raise FilterError(
-            f"principal {_short(p)} has {len(p)} characters, over the limit of {MAX_PRINCIPAL_CHARS}"
-        )
-    for ch in p:
+    normal = normalize_principal(p)
+    for ch in normal:
         if unicodedata.category(ch) in ("Cc", "Zl", "Zp", "Cs"):
             raise FilterError(
                 f"principal {_short(p)} holds the control character {ch!r} (NUL, tab, newline and other control "
                 "characters are not allowed in principals): fix the identity provider's value"
             )
-    return p
+    if not normal:
+        raise FilterError(
+            f"principal {_short(p)} is empty once trimmed: principals are non-empty strings such as 'user:alice'"
+        )
+    if len(normal) > MAX_PRINCIPAL_CHARS:
+        raise FilterError(
+            f"principal {_short(p)} has {len(normal)} characters, over the limit of {MAX_PRINCIPAL_CHARS}"
+        )
+    return normal
 
 
-def acl_filter(principals: Sequence[str]) -> FilterNode:
-    """Chunks the caller may read: ``(public == true OR acl contains_any P) AND NOT (deny contains_any P)``.
-
-    Deny takes precedence over public and acl. No principals: only public chunks.
-    """
+def _principal_tuple(principals: Sequence[str], what: str) -> tuple[str, ...]:
     if isinstance(principals, str):
-        raise FilterError("principals must be a list of strings, not one string: write [principal]")
+        raise FilterError(f"{what} must be a list of strings, not one string: write [principal]")
     seen: dict[str, None] = {}
     for p in principals:
         seen[validate_principal(p)] = None
-    public = Condition("public", "==", True)
-    if not seen:
-        return public
     if len(seen) > MAX_LIST_ITEMS:
-        raise FilterError(f"{len(seen)} principals, over the limit of {MAX_LIST_ITEMS}: map users to groups")
-    ps = tuple(seen)
-    return Logical(
-        "AND",
-        (
-            Logical("OR", (public, Condition("acl", "contains_any", ps))),
-            Logical("NOT", (Condition("deny", "contains_any", ps),)),
-        ),
-    )
+        raise FilterError(f"{len(seen)} {what}, over the limit of {MAX_LIST_ITEMS}: map users to groups")
+    return tuple(seen)
+
+
+def acl_filter(principals: Sequence[str], *, narrow_to: Sequence[str] | None = None) -> FilterNode:
+    """Chunks the caller may read: ``(public == true OR acl contains_any A) AND NOT (deny contains_any P)``.
+
+    ``principals`` (P) are ALL the principals the caller holds (from authentication or the host app).
+    ``narrow_to``, when given, restricts the allow side: A = P ∩ narrow_to (entries the caller does not
+    hold are ignored, never added). Deny is always checked against every principal in P, so narrowing can
+    only hide chunks, never reveal one that a held principal is denied. Deny wins over public and acl; no
+    principals: public chunks only. Every entry is validated and normalized (:func:`validate_principal`).
+    """
+    held = _principal_tuple(principals, "principals")
+    allow = held
+    if narrow_to is not None:
+        wanted = set(_principal_tuple(narrow_to, "narrowing principals"))
+        allow = tuple(p for p in held if p in wanted)
+    public = Condition("public", "==", True)
+    readable: FilterNode = Logical("OR", (public, Condition("acl", "contains_any", allow))) if allow else public
+    if not held:
+        return public
+    return Logical("AND", (readable, Logical("NOT", (Condition("deny", "contains_any", held),))))

@@ -136,7 +136,9 @@ class IngestJob:
     def _prepare(self, doc: Document, report: IngestReport) -> _Prepared | None:
         from cjkrag.connectors.filters import Condition
         from cjkrag.ingest.chunker import chunk_text
+        from cjkrag.ingest.records import normalize_access
 
+        doc = normalize_access(doc)  # the one place every document's acl/deny is normalized (AccessError)
         if not doc.acl and not doc.public:
             raise AccessError(
                 f"document {doc.id!r} has no access rule (no acl, not public): nobody could read it. "

@@ -2,11 +2,44 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Sequence
 
+from cjkrag.connectors.filters import validate_principal
+from cjkrag.errors import AccessError, FilterError
 from cjkrag.types import Chunk, ChunkRecord, Document
+
+
+def normalize_access(doc: Document) -> Document:
+    """``doc`` with its acl/deny entries in the one principal normal form (``validate_principal``:
+    trimmed, Unicode NFC, validated), duplicates removed, order kept.
+
+    Every document passes here before it is hashed or stored, whatever its source (files, JSONL records,
+    Documents given to ``Engine.ingest``), so a deny entry written in NFD or with a trailing space denies
+    exactly the principal it names. Raises AccessError naming the document and the bad entry.
+    """
+    lists: dict[str, tuple[str, ...]] = {}
+    for name in ("acl", "deny"):
+        value = getattr(doc, name)
+        if isinstance(value, (str, bytes)):
+            raise AccessError(
+                f"document {doc.id!r}: {name} is one string {value!r}, not a list: write [{value!r}]"
+            )
+        out: dict[str, None] = {}
+        for i, entry in enumerate(value):
+            try:
+                out[validate_principal(entry)] = None
+            except FilterError as exc:
+                raise AccessError(
+                    f"document {doc.id!r} ({doc.source or 'record'}): {name}[{i}]: {exc}; fix the entry and "
+                    "ingest the document again"
+                ) from None
+        lists[name] = tuple(out)
+    if lists["acl"] == tuple(doc.acl) and lists["deny"] == tuple(doc.deny):
+        return doc
+    return dataclasses.replace(doc, acl=lists["acl"], deny=lists["deny"])
 
 
 def _h(*parts: str, size: int = 16) -> str:

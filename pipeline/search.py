@@ -8,11 +8,12 @@ defensive post-check with the reference evaluator drops (and logs) anything that
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from cjkrag.connectors.filters import FilterNode, acl_filter, and_, evaluate, parse_filter, validate_principal
+from cjkrag.connectors.filters import FilterNode, acl_filter, and_, evaluate, parse_filter
 from cjkrag.errors import ConfigError
 from cjkrag.types import Hit, StoredHit
 
@@ -24,6 +25,14 @@ if TYPE_CHECKING:
     from cjkrag.pipeline.rerank import Reranker
 
 log = logging.getLogger("cjkrag.search")
+
+_drops_lock = threading.Lock()
+_post_check_drops = 0
+
+
+def post_check_drops() -> int:
+    """How many chunks the defensive post-check has dropped in this process (any > 0 is a store bug)."""
+    return _post_check_drops
 
 Mode = Literal["hybrid", "dense", "keyword"]
 MODES: tuple[str, ...] = ("hybrid", "dense", "keyword")
@@ -43,6 +52,7 @@ class SearchPipeline:
         query: str,
         *,
         principals: Sequence[str],
+        narrow_to: Sequence[str] | None = None,
         top_k: int = 10,
         mode: str = "hybrid",
         rerank: bool | None = None,
@@ -53,8 +63,8 @@ class SearchPipeline:
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         if top_k < 1:
             raise ConfigError(f"top_k must be >= 1, not {top_k}")
-        principals = [validate_principal(p) for p in principals]
-        access = acl_filter(principals)
+        # ALL held principals go to acl_filter: narrowing shrinks only the allow side, deny sees every one
+        access = acl_filter(principals, narrow_to=narrow_to)
         combined = and_(access, parse_filter(filters))
         use_rerank = self.reranker is not None if rerank is None else rerank
         if use_rerank and self.reranker is None:
@@ -62,12 +72,17 @@ class SearchPipeline:
         depth = max(top_k, self.retrieval.candidates, self.rerank_top_n if use_rerank else 0)
 
         runs: dict[str, list[StoredHit]] = {}
-        if mode in ("hybrid", "dense"):
-            vector = self.embedder.embed_queries([query])[0]
-            runs["dense"] = self.store.search_dense(vector.tolist(), depth, combined)
-        if mode in ("hybrid", "keyword"):
-            terms = self.analyzer.analyze_query(query, language)
-            runs["keyword"] = self.store.search_keyword(terms, depth, combined) if terms else []
+        vector = self.embedder.embed_queries([query])[0].tolist() if mode in ("hybrid", "dense") else None
+        terms = self.analyzer.analyze_query(query, language) if mode in ("hybrid", "keyword") else None
+        both = getattr(self.store, "search_hybrid", None)
+        if vector is not None and terms and both is not None:
+            # one filter translation (and, on Milvus Lite, one round of NOT resolution) for both retrievers
+            runs["dense"], runs["keyword"] = both(vector, terms, depth, combined)
+        else:
+            if vector is not None:
+                runs["dense"] = self.store.search_dense(vector, depth, combined)
+            if terms is not None:
+                runs["keyword"] = self.store.search_keyword(terms, depth, combined) if terms else []
 
         by_id: dict[str, StoredHit] = {}
         for run in runs.values():
@@ -117,12 +132,16 @@ class SearchPipeline:
 
     @staticmethod
     def _visible(access: FilterNode, stored: StoredHit) -> bool:
+        """The defensive post-check (same access node as the pre-filter); a drop means the store leaked."""
         record = {k: stored.fields.get(k) for k in ("acl", "deny", "public", "tenant", "doc_id")}
         record["acl"] = list(record["acl"] or [])
         record["deny"] = list(record["deny"] or [])
         record["public"] = bool(record["public"])
         if evaluate(access, record):
             return True
+        global _post_check_drops
+        with _drops_lock:
+            _post_check_drops += 1
         log.error(
             "access post-check dropped chunk %s of %s: the store returned a chunk the caller may not read",
             stored.chunk_id,

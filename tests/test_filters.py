@@ -4,6 +4,7 @@ access filter, and parse/to_dict round trips (hypothesis)."""
 from __future__ import annotations
 
 import json
+import unicodedata
 from typing import Any
 
 import pytest
@@ -247,7 +248,36 @@ def test_acl_filter_shapes_and_errors() -> None:
     with pytest.raises(FilterError, match="1024"):
         acl_filter([f"u:{i}" for i in range(1025)])
     with pytest.raises(FilterError, match="control character"):
-        acl_filter(["u:a", "u:b\n"])
+        acl_filter(["u:a", "u:b\nc"])
+
+
+def test_acl_filter_narrowing_shrinks_only_the_allow_side() -> None:
+    """Deny is checked against EVERY held principal; narrow_to only restricts who grants access."""
+    held = ["user:alice", "group:eng"]
+    chunk = {"acl": ["group:eng"], "deny": ["user:alice"], "public": False}
+    public_denied = {"acl": [], "deny": ["user:alice"], "public": True}
+    for narrow in (None, ["group:eng"], [], ["group:eng", "group:admin"]):
+        node = acl_filter(held, narrow_to=narrow)
+        assert not evaluate(node, chunk), narrow
+        assert not evaluate(node, public_denied), narrow
+    eng_only = {"acl": ["group:eng"], "deny": [], "public": False}
+    assert evaluate(acl_filter(held, narrow_to=["group:eng"]), eng_only)
+    assert not evaluate(acl_filter(held, narrow_to=["user:alice"]), eng_only)
+    assert not evaluate(acl_filter(["user:alice"], narrow_to=["group:eng"]), eng_only)  # never widened
+    assert evaluate(acl_filter(held, narrow_to=[]), {"acl": [], "deny": [], "public": True})
+
+
+def test_principals_are_normalized_nfc_and_trimmed() -> None:
+    nfd = unicodedata.normalize("NFD", "user:jos\u00e9")
+    assert nfd != "user:jos\u00e9"
+    assert validate_principal(nfd) == "user:jos\u00e9"
+    assert validate_principal(" group:eng \u3000") == "group:eng"
+    assert validate_principal("\ufeffgroup:eng\u200b") == "group:eng"
+    assert validate_principal("User:Alice") == "User:Alice"  # case is significant
+    assert validate_principal("\uff47roup") == "\uff47roup"  # NFC, not NFKC: fullwidth stays distinct
+    node = acl_filter([nfd, "user:jos\u00e9 "])
+    assert evaluate(node, {"acl": ["user:jos\u00e9"], "deny": [], "public": False})
+    assert not evaluate(node, {"acl": [], "deny": ["user:jos\u00e9"], "public": True})
 
 
 @pytest.mark.parametrize(
@@ -260,7 +290,7 @@ def test_acl_filter_shapes_and_errors() -> None:
         "👩\u200d💻",
         "{p0}",
         "u" * 256,
-        " s ",
+        "s t",
     ],
 )
 def test_validate_principal_accepts_literal_strings(good: str) -> None:
@@ -273,7 +303,8 @@ def test_validate_principal_accepts_literal_strings(good: str) -> None:
         "",
         "u" * 257,
         "a\nb",
-        "a\r\n",
+        "a\r\nb",
+        " \t\n",
         "a\x00",
         "a\tb",
         "a\x7fb",

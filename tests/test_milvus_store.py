@@ -235,7 +235,7 @@ def test_query_more_than_16384_rows(store: MilvusStore) -> None:
 
 
 def test_lite_negation(store: MilvusStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Lite 2.5.1 has no NOT: complements in the engine, else ``chunk_id not in [ids]`` via _resolve_ids."""
+    """Lite 2.5.1 has no NOT: complements in the engine, else ``chunk_id not in [ids]`` via _lite_expr."""
     store.ensure_collection(DIM)
     store.upsert(
         [
@@ -253,9 +253,9 @@ def test_lite_negation(store: MilvusStore, monkeypatch: pytest.MonkeyPatch) -> N
     # NOT of a metadata comparison has no complement in Lite: resolved to chunk ids by the store
     not_late = Logical("NOT", (Condition("metadata.y", ">=", 2),))
     assert sorted(str(r["chunk_id"]) for r in store.query(not_late, ["chunk_id"])) == ["n0", "n1"]
-    monkeypatch.setattr(store_mod, "MAX_RESOLVED_IDS", 3)
-    with pytest.raises(StoreError, match="matches over 3 chunks"):
-        store.count(not_late)
+    monkeypatch.setattr(store_mod, "MAX_FILTER_RESOLVED_IDS", 3)
+    with pytest.raises(FilterError, match="more of the chunks you may read than"):
+        store.count(not_late)  # 4 chunks have y >= 2: a clear FilterError (400 in the service), not a 500
     # too many denied chunks to exclude by id: falls back to deny[i] not in P over the array capacity
     monkeypatch.setattr(store_mod, "MAX_RESOLVED_IDS", 0)
     assert store.count(Logical("NOT", (Condition("deny", "contains_any", ["u:x"]),))) == 5

@@ -1,4 +1,4 @@
-"""End to end over real HTTP: `cjkrag serve` on 127.0.0.1 with two API keys of different principals.
+"""End to end over real HTTP: `cjkrag serve` on 127.0.0.1 with API keys holding several principals each.
 
 The engine is real (Milvus Lite file, CJK analyzer); the FakeEmbedder keeps the run short.
 """
@@ -24,7 +24,12 @@ DOCS = [
     {"id": "support-2", "text": "パスワードの再設定はログイン画面から行います。", "acl": ["group:support"]},
     {"id": "hr-1", "text": "密码重置以外的人事制度：年假十五天。员工密码由人事部统一重置。", "acl": ["group:hr"]},
     {"id": "public-1", "text": "公开的帮助中心：如何联系我们。", "public": True},
+    # support may read it, except the support bot's own user: narrowing to group:support must not lift that
+    {"id": "support-internal", "text": "密码重置的内部流程：仅限人工客服。", "acl": ["group:support"],
+     "deny": ["user:support-bot"]},
 ]
+SUPPORT_SEES = {"support-1", "support-2", "public-1"}
+HR_SEES = {"hr-1", "public-1", "support-internal"}
 
 
 def _free_port() -> int:
@@ -45,8 +50,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
     tmp = Path(tmp_path_factory.mktemp("serve"))
     keys = {"support": "sk-support-" + "a" * 24, "hr": "sk-hr-" + "b" * 24}
     (tmp / "keys.yaml").write_text(json.dumps({"keys": [
-        {"id": "support-bot", "hash": hash_api_key(keys["support"]), "principals": ["group:support"]},
-        {"id": "hr-bot", "hash": hash_api_key(keys["hr"]), "principals": ["group:hr"]},
+        {"id": "support-bot", "hash": hash_api_key(keys["support"]),
+         "principals": ["group:support", "user:support-bot"]},
+        {"id": "hr-bot", "hash": hash_api_key(keys["hr"]), "principals": ["group:hr", "group:support", "user:hr-bot"]},
     ]}), encoding="utf-8")
     cfg = tmp / "cfg.yaml"
     cfg.write_text(json.dumps({
@@ -87,28 +93,31 @@ def _search(base: str, key: str | None, body: dict[str, Any]) -> httpx.Response:
     return httpx.post(f"{base}/v1/search", json=body, headers=headers, timeout=30)
 
 
-def test_each_key_sees_only_its_own_documents(server: tuple[str, dict[str, str]]) -> None:
+def test_each_key_sees_exactly_its_documents(server: tuple[str, dict[str, str]]) -> None:
     base, keys = server
-    for who, own in (("support", {"support-1", "support-2"}), ("hr", {"hr-1"})):
-        for mode in ("hybrid", "dense", "keyword"):
+    hr_all = HR_SEES | {"support-1", "support-2"}  # hr-bot also holds group:support and is not denied
+    for who, expected in (("support", SUPPORT_SEES), ("hr", hr_all)):
+        for mode in ("hybrid", "dense"):  # every chunk has a vector: top 10 of 6 = all visible ones
             r = _search(base, keys[who], {"query": "密码重置", "top_k": 10, "mode": mode})
             assert r.status_code == 200, r.text
-            ids = {h["doc_id"] for h in r.json()["hits"]}
-            assert ids <= own | {"public-1"}, (who, mode, ids)
-            assert ids & own, (who, mode, ids)
+            assert {h["doc_id"] for h in r.json()["hits"]} == expected, (who, mode)
 
 
-def test_forged_principals_in_body_have_no_effect(server: tuple[str, dict[str, str]]) -> None:
+def test_body_principals_narrow_but_never_widen_or_lift_a_deny(server: tuple[str, dict[str, str]]) -> None:
     base, keys = server
-    body = {"query": "密码重置", "top_k": 10, "principals": ["group:hr", "group:support", "group:admin"]}
-    r = _search(base, keys["support"], body)
-    if r.status_code == 200:
-        assert {h["doc_id"] for h in r.json()["hits"]}.isdisjoint({"hr-1"})
-    else:
-        assert r.status_code in (400, 422)
-    narrowed = _search(base, keys["support"], {"query": "公开的帮助中心", "principals": ["group:nobody"]})
-    assert narrowed.status_code == 200
-    assert {h["doc_id"] for h in narrowed.json()["hits"]} <= {"public-1"}
+    cases = [  # (key, body principals, exact visible set)
+        ("support", ["group:hr", "group:support", "group:admin"], SUPPORT_SEES),  # hr/admin not held: ignored
+        ("support", ["group:support"], SUPPORT_SEES),  # support-internal stays denied to user:support-bot
+        ("support", ["group:nobody"], {"public-1"}),
+        ("support", [], {"public-1"}),
+        ("hr", ["group:hr"], {"hr-1", "public-1"}),
+        ("hr", ["group:support"], {"support-1", "support-2", "support-internal", "public-1"}),
+    ]
+    for who, narrow, expected in cases:
+        for mode in ("hybrid", "dense"):
+            r = _search(base, keys[who], {"query": "密码重置", "top_k": 10, "mode": mode, "principals": narrow})
+            assert r.status_code == 200, r.text
+            assert {h["doc_id"] for h in r.json()["hits"]} == expected, (who, narrow, mode)
 
 
 def test_no_or_wrong_key_is_401_without_details(server: tuple[str, dict[str, str]]) -> None:
@@ -124,8 +133,8 @@ def test_concurrent_clients_never_mix_principals(server: tuple[str, dict[str, st
     from concurrent.futures import ThreadPoolExecutor
 
     base, keys = server
-    own = {"support": {"support-1", "support-2", "public-1"}, "hr": {"hr-1", "public-1"}}
-    jobs = [("support" if i % 2 else "hr", ("hybrid", "dense", "keyword")[i % 3]) for i in range(48)]
+    own = {"support": SUPPORT_SEES, "hr": HR_SEES | {"support-1", "support-2"}}
+    jobs = [("support" if i % 2 else "hr", ("hybrid", "dense")[(i // 2) % 2]) for i in range(48)]
 
     def call(job: tuple[str, str]) -> tuple[str, set[str]]:
         who, mode = job
@@ -137,4 +146,4 @@ def test_concurrent_clients_never_mix_principals(server: tuple[str, dict[str, st
         results = list(pool.map(call, jobs))
     assert len(results) == 48
     for who, ids in results:
-        assert ids and ids <= own[who], (who, ids)
+        assert ids == own[who], (who, ids)

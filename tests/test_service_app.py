@@ -1,8 +1,11 @@
 """cjkrag.service.app over FastAPI's TestClient, with a FakeEngine standing in for the real engine.
 
-The FakeEngine enforces access the way the real engine must (a hit only when the document's ACL meets the
-principals it is called with, or the document is public) and records every call's principals, so the
-tests check what the service passes down, not only what comes back.
+The FakeEngine enforces access the way the real engine must, written independently of the filter module:
+a document is visible when it is public or its ACL meets the principals that grant access (all held ones,
+or those of them the caller narrowed to), AND its deny list meets NONE of the principals held (narrowing
+never lifts a deny). It records every call's principals and narrowing, so the tests check what the
+service passes down, not only what comes back. tests/test_service_access.py runs the same front over the
+real Engine (Milvus Lite).
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ from cjkrag.service import EngineLike, ServiceSettings, create_app, hash_api_key
 from cjkrag.service.schemas import JwtSettings
 from cjkrag.types import Hit
 
-DOCS = {  # doc_id -> (acl, public)
-    "support-faq": (("group:support",), False),
-    "sales-plan": (("group:sales",), False),
-    "bob-notes": (("user:bob",), False),
-    "welcome": ((), True),
+DOCS = {  # doc_id -> (acl, public, deny)
+    "support-faq": (("group:support",), False, ()),
+    "sales-plan": (("group:sales",), False, ()),
+    "sales-board": (("group:sales",), False, ("user:bob",)),  # sales, except bob
+    "bob-notes": (("user:bob",), False, ()),
+    "welcome": ((), True, ()),
 }
 SUPPORT_KEY, SALES_KEY, EMPTY_KEY = "cjk_support-key-for-tests", "cjk_sales-key-for-tests", "cjk_empty"
 SECRET = "jwt-secret-for-tests-0123456789abcdef-xyz"
@@ -39,6 +43,7 @@ class FakeEngine:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple[str, ...]]] = []
+        self.narrowings: list[tuple[str, ...] | None] = []
         self.lock = threading.Lock()
         self.warm_ups = 0
         self.store_up = True
@@ -57,6 +62,7 @@ class FakeEngine:
         query: str,
         *,
         principals: Sequence[str],
+        narrow_to: Sequence[str] | None = None,
         top_k: int = 10,
         mode: str = "hybrid",
         rerank: bool | None = None,
@@ -64,13 +70,18 @@ class FakeEngine:
     ) -> list[Hit]:
         with self.lock:
             self.calls.append((query, tuple(principals)))
+            self.narrowings.append(None if narrow_to is None else tuple(narrow_to))
         if self.fail_with is not None:
             raise self.fail_with
         if filters and "bogus" in filters:
             raise FilterError("unknown field 'bogus' in filter: use doc_id, acl, metadata.<name>, ...")
+        held = set(principals)
+        granting = held if narrow_to is None else held & set(narrow_to)
         hits = []
-        for doc_id, (acl, public) in DOCS.items():
-            if public or set(acl) & set(principals):
+        for doc_id, (acl, public, deny) in DOCS.items():
+            if held & set(deny):
+                continue  # deny is checked against every held principal, whatever the narrowing
+            if public or set(acl) & granting:
                 scores = {"dense": 0.5, "keyword": 1.5, "fused": 0.03}
                 hits.append(Hit(doc_id, f"{doc_id}#0", f"text of {doc_id}", 0.03, 0, 10, scores=scores))
         return hits[:top_k]
@@ -97,7 +108,7 @@ def client(tmp_path: Path, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("CJK_TEST_JWT", SECRET)
     settings = ServiceSettings(
         api_keys_file=keys_file(tmp_path),
-        jwt=JwtSettings(secret_env="CJK_TEST_JWT", audience="cjkrag", leeway_s=0),
+        jwt=JwtSettings(secret_env="CJK_TEST_JWT", issuer="https://idp.test", audience="cjkrag", leeway_s=0),
         max_top_k=20,
         max_request_bytes=4096,
     )
@@ -122,7 +133,7 @@ def test_two_keys_see_only_their_own_documents(client: TestClient, engine: FakeE
     support = client.post("/v1/search", json={"query": "返品"}, headers=bearer(SUPPORT_KEY))
     sales = client.post("/v1/search", json={"query": "売上"}, headers=bearer(SALES_KEY))
     assert doc_ids(support) == {"support-faq", "welcome"}
-    assert doc_ids(sales) == {"sales-plan", "bob-notes", "welcome"}
+    assert doc_ids(sales) == {"sales-plan", "bob-notes", "welcome"}  # not sales-board: bob is denied
     assert engine.calls == [("返品", ("group:support",)), ("売上", ("group:sales", "user:bob"))]
     body = support.json()
     assert body["took_ms"] >= 0
@@ -143,7 +154,18 @@ def test_body_principals_only_narrow(client: TestClient, engine: FakeEngine) -> 
         headers=bearer(SALES_KEY),
     )
     assert doc_ids(narrowed) == {"bob-notes", "welcome"}
-    assert [principals for _, principals in engine.calls] == [(), ("user:bob",)]
+    held = ("group:sales", "user:bob")
+    assert [principals for _, principals in engine.calls] == [held, held]  # ALL held principals, always
+    assert engine.narrowings == [("group:support", "group:admin"), ("user:bob", "group:support")]
+
+
+def test_narrowing_never_lifts_a_deny(client: TestClient, engine: FakeEngine) -> None:
+    """The key holds group:sales and user:bob; sales-board allows group:sales but denies user:bob."""
+    for narrow in (None, ["group:sales"], [], ["group:sales", "group:admin"]):
+        body: dict[str, Any] = {"query": "q"} if narrow is None else {"query": "q", "principals": narrow}
+        ids = doc_ids(client.post("/v1/search", json=body, headers=bearer(SALES_KEY)))
+        assert "sales-board" not in ids, narrow
+    assert all(p == ("group:sales", "user:bob") for _, p in engine.calls)
 
 
 def test_missing_and_invalid_credentials_are_401(client: TestClient, engine: FakeEngine) -> None:
@@ -164,6 +186,7 @@ def test_key_without_principals_is_403(client: TestClient, engine: FakeEngine) -
 def jwt_token(**claims: Any) -> str:
     base: dict[str, Any] = {
         "sub": "alice",
+        "iss": "https://idp.test",
         "aud": "cjkrag",
         "exp": int(time.time()) + 120,
         "groups": ["sales"],
@@ -174,7 +197,7 @@ def jwt_token(**claims: Any) -> str:
 
 def test_jwt_valid_expired_wrong_key_wrong_audience(client: TestClient, engine: FakeEngine) -> None:
     valid = client.post("/v1/search", json={"query": "q"}, headers=bearer(jwt_token()))
-    assert doc_ids(valid) == {"sales-plan", "welcome"}
+    assert doc_ids(valid) == {"sales-plan", "sales-board", "welcome"}
     assert engine.calls == [("q", ("user:alice", "group:sales"))]
     for bad in (
         jwt_token(exp=int(time.time()) - 10),

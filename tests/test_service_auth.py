@@ -11,22 +11,25 @@ import jwt
 import pytest
 import yaml
 
+from cjkrag.connectors.filters import validate_principal
 from cjkrag.errors import ConfigError
 from cjkrag.service.auth import (
     Authenticator,
+    FailureLimiter,
     Forbidden,
     JwtVerifier,
+    TooManyFailures,
     Unauthenticated,
     generate_api_key,
     hash_api_key,
     is_loopback_host,
     load_api_keys,
-    validate_principal,
 )
 from cjkrag.service.schemas import JwtSettings, ServiceSettings
 
 SECRET = "s3cret-for-tests-0123456789abcdef-0123456789"  # >= 32 bytes
 OTHER_SECRET = "another-secret-0123456789abcdef-0123456789"
+ISS, AUD = "https://idp.test", "cjkrag"
 
 
 def write_keys(path: Path, entries: list[dict[str, Any]]) -> Path:
@@ -35,11 +38,13 @@ def write_keys(path: Path, entries: list[dict[str, Any]]) -> Path:
 
 
 def token(claims: dict[str, Any], key: Any = SECRET, alg: str = "HS256") -> str:
-    return jwt.encode(claims, key, algorithm=alg)
+    """A JWT with the configured ``iss``/``aud`` unless ``claims`` sets (or removes, with None) them."""
+    full = {k: v for k, v in {"iss": ISS, "aud": AUD, **claims}.items() if v is not None}
+    return jwt.encode(full, key, algorithm=alg)
 
 
 def hs_verifier(**overrides: Any) -> JwtVerifier:
-    settings = JwtSettings(secret_env="CJK_TEST_SECRET", **overrides)
+    settings = JwtSettings(secret_env="CJK_TEST_SECRET", **{"issuer": ISS, "audience": AUD, **overrides})
     return JwtVerifier.from_settings(settings, environ={"CJK_TEST_SECRET": SECRET})
 
 
@@ -60,19 +65,20 @@ def test_generated_key_verifies_against_its_hash_only(tmp_path: Path) -> None:
 
 
 def test_pbkdf2_hash_round_trip_and_cache(tmp_path: Path) -> None:
-    digest = hash_api_key("correct horse", scheme="pbkdf2_sha256", iterations=2000)
+    human = "cjk_ops00001_correct horse"
+    digest = hash_api_key(human, scheme="pbkdf2_sha256", iterations=2000)
     assert digest.startswith("pbkdf2_sha256$2000$")
-    assert hash_api_key("correct horse", scheme="pbkdf2_sha256", iterations=2000) != digest  # salted
+    assert hash_api_key(human, scheme="pbkdf2_sha256", iterations=2000) != digest  # salted
     path = write_keys(tmp_path / "k.yaml", [
         {"id": "generated", "hash": hash_api_key("other"), "principals": ["user:other"]},
-        {"id": "human", "hash": digest, "principals": ["group:ops"]},
+        {"id": "human", "key_id": "ops00001", "hash": digest, "principals": ["group:ops"]},
     ])  # fmt: skip
     auth = Authenticator(load_api_keys(path))
     for _ in range(2):  # second time from the success cache
-        caller = auth.authenticate("correct horse")
+        caller = auth.authenticate(human)
         assert (caller.id, caller.principals, caller.method) == ("human", ("group:ops",), "api_key")
     with pytest.raises(Unauthenticated):
-        auth.authenticate("correct horse!")
+        auth.authenticate(human + "!")
 
 
 def test_hash_api_key_rejects_empty_key() -> None:
@@ -121,9 +127,12 @@ def test_plaintext_key_field_is_refused(tmp_path: Path, field: str) -> None:
     [
         ([{"hash": hash_api_key("a"), "principals": []}], "field 'id' is missing"),
         ([{"id": "a", "hash": hash_api_key("a"), "principals": "user:a"}], "must be a list"),
-        ([{"id": "a", "hash": hash_api_key("a"), "principals": ["user:a\nb"]}], "invalid principal"),
-        ([{"id": "a", "hash": hash_api_key("a"), "principals": [""]}], "invalid principal"),
-        ([{"id": "a", "hash": hash_api_key("a"), "principals": [7]}], "invalid principal"),
+        ([{"id": "a", "hash": hash_api_key("a"), "principals": ["user:a\nb"]}], "control character"),
+        ([{"id": "a", "hash": hash_api_key("a"), "principals": [""]}], "field 'principals': principal '' is empty"),
+        ([{"id": "a", "hash": hash_api_key("a"), "principals": [7]}], "field 'principals': principal 7"),
+        ([{"id": "a", "hash": hash_api_key("cjk_abcdef_x", scheme="pbkdf2_sha256", iterations=1000),
+           "principals": []}], "needs a 'key_id'"),
+        ([{"id": "a", "key_id": "AB", "hash": hash_api_key("a"), "principals": []}], "field 'key_id'"),
         ([{"id": "a", "hash": hash_api_key("a"), "principals": [], "role": "x"}], "unknown field"),
         ([{"id": "a", "hash": hash_api_key("a"), "principals": []},
           {"id": "a", "hash": hash_api_key("b"), "principals": []}], "duplicate id"),
@@ -207,7 +216,7 @@ def test_is_loopback_host(host: str, loopback: bool) -> None:
     assert is_loopback_host(host) is loopback
 
 
-@pytest.mark.parametrize("bad", ["", "u" * 257, "user:a\nb", "user:a\r\n", "user:\x00", "user:\tx", 3, None])
+@pytest.mark.parametrize("bad", ["", " ", "u" * 257, "user:a\nb", "user:a\r\nb", "user:\x00", "user:\tx", 3, None])
 def test_validate_principal_rejects(bad: object) -> None:
     with pytest.raises(ValueError):
         validate_principal(bad)
@@ -247,15 +256,15 @@ def test_jwt_custom_claims() -> None:
         ({"sub": "a", "exp": 300}, OTHER_SECRET, "HS256"),  # wrong key
         ({"sub": "a", "exp": 300, "aud": "other"}, SECRET, "HS256"),  # wrong audience
         ({"sub": "a", "exp": 300, "aud": "cjkrag", "iss": "https://evil"}, SECRET, "HS256"),  # wrong iss
+        ({"sub": "a", "exp": 300, "iss": None}, SECRET, "HS256"),  # no iss: required
+        ({"sub": "a", "exp": 300, "aud": None}, SECRET, "HS256"),  # no aud: required
         ({"sub": "a", "exp": 300, "aud": "cjkrag"}, SECRET + "x" * 40, "HS512"),  # algorithm not configured
     ],
 )
 def test_jwt_rejections(claims: dict[str, Any], key: str, alg: str) -> None:
-    verifier = hs_verifier(audience="cjkrag", issuer=None, leeway_s=0)
+    verifier = hs_verifier(leeway_s=0)
     if "exp" in claims:
         claims = {**claims, "exp": int(time.time()) + claims["exp"]}
-    if "iss" in claims:
-        verifier = hs_verifier(audience="cjkrag", issuer="https://idp.test")
     with pytest.raises(Unauthenticated):
         verifier.principals(token(claims, key, alg))
 
@@ -267,7 +276,7 @@ def test_jwt_unsigned_token_is_rejected() -> None:
 
 
 def test_jwt_secret_env_must_be_set_and_long(tmp_path: Path) -> None:
-    settings = JwtSettings(secret_env="CJK_NOT_SET")
+    settings = JwtSettings(secret_env="CJK_NOT_SET", issuer=ISS, audience=AUD)
     with pytest.raises(ConfigError, match="CJK_NOT_SET is not set"):
         JwtVerifier.from_settings(settings, environ={})
     with pytest.raises(ConfigError, match="shorter than 32 bytes"):
@@ -286,7 +295,8 @@ def test_jwt_settings_refuse_inline_secret_and_mismatched_keys(tmp_path: Path) -
     with pytest.raises(ConfigError, match=r"cfg\.yaml: .*service\.max_top_k"):
         ServiceSettings.from_mapping({"max_top_k": 0}, source="cfg.yaml")
     resolved = ServiceSettings.from_mapping(
-        {"api_keys_file": "keys.yaml", "jwt": {"algorithm": "ES256", "public_key_file": "pub.pem"}},
+        {"api_keys_file": "keys.yaml",
+         "jwt": {"algorithm": "ES256", "public_key_file": "pub.pem", "issuer": ISS, "audience": AUD}},
         base_dir=tmp_path,
     )
     assert resolved.api_keys_file == tmp_path / "keys.yaml"
@@ -311,7 +321,7 @@ def test_rs256_public_key_file_and_algorithm_confusion(tmp_path: Path) -> None:
     private_pem, public_pem = _rsa_pems()
     pub = tmp_path / "pub.pem"
     pub.write_bytes(public_pem)
-    verifier = JwtVerifier.from_settings(JwtSettings(algorithm="RS256", public_key_file=pub))
+    verifier = JwtVerifier.from_settings(JwtSettings(algorithm="RS256", public_key_file=pub, issuer=ISS, audience=AUD))
     good = token({"sub": "carol", "exp": int(time.time()) + 60}, private_pem, "RS256")
     assert verifier.principals(good) == ("carol", ("user:carol",))
     # an HS256 token "signed" with the public key must not pass (algorithm fixed by config)
@@ -330,11 +340,11 @@ def test_rs256_public_key_file_and_algorithm_confusion(tmp_path: Path) -> None:
     priv = tmp_path / "priv.pem"
     priv.write_bytes(private_pem)
     with pytest.raises(ConfigError, match="PRIVATE key"):
-        JwtVerifier.from_settings(JwtSettings(algorithm="RS256", public_key_file=priv))
+        JwtVerifier.from_settings(JwtSettings(algorithm="RS256", public_key_file=priv, issuer=ISS, audience=AUD))
     junk = tmp_path / "junk.pem"
     junk.write_text("not a key", encoding="utf-8")
     with pytest.raises(ConfigError, match="not a PEM public key"):
-        JwtVerifier.from_settings(JwtSettings(algorithm="RS256", public_key_file=junk))
+        JwtVerifier.from_settings(JwtSettings(algorithm="RS256", public_key_file=junk, issuer=ISS, audience=AUD))
 
 
 def test_authenticator_tries_api_key_when_a_dotted_token_is_no_jwt(tmp_path: Path) -> None:
@@ -355,3 +365,119 @@ def test_packaged_default_service_section_is_valid() -> None:
     settings = ServiceSettings.from_config(load_config().service, source="configs/default.yaml")
     assert settings.auth_configured is False
     assert (settings.max_top_k, settings.max_request_bytes) == (100, 65536)
+
+
+# ------------------------------------------------- cost of unknown keys, failure rate limit, iss/aud opt-out
+
+
+def _count_pbkdf2(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    import hashlib
+
+    calls: list[int] = []
+    real = hashlib.pbkdf2_hmac
+
+    def counting(*args: Any, **kwargs: Any) -> bytes:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hashlib, "pbkdf2_hmac", counting)
+    return calls
+
+
+def test_one_request_costs_at_most_one_pbkdf2_derivation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ten pbkdf2 entries: an unknown key costs ZERO derivations, a key naming an entry costs ONE."""
+    keys = {f"k{i:05d}": f"cjk_k{i:05d}_human password {i}" for i in range(10)}
+    entries = [{"id": f"human-{kid}", "key_id": kid, "principals": [f"user:{kid}"],
+                "hash": hash_api_key(key, scheme="pbkdf2_sha256", iterations=1000)} for kid, key in keys.items()]
+    old_generated = "cjk_" + "Zz_9-" * 8  # an old generated key (token_urlsafe, no key id): sha256 entry
+    entries.append({"id": "old", "hash": hash_api_key(old_generated), "principals": ["user:old"]})
+    auth = Authenticator(load_api_keys(write_keys(tmp_path / "k.yaml", entries)),
+                         limiter=FailureLimiter(per_minute=1e6, burst=10**6))  # fmt: skip
+    calls = _count_pbkdf2(monkeypatch)
+    for unknown in ("sk-unknown", "cjk_nosuchid_whatever", "cjk_k00003", "x" * 5000, "a.b.c"):
+        with pytest.raises(Unauthenticated):
+            auth.authenticate(unknown, "10.0.0.1")
+    assert calls == []
+    with pytest.raises(Unauthenticated):
+        auth.authenticate("cjk_k00003_wrong password", "10.0.0.1")  # names an entry: one derivation
+    assert len(calls) == 1
+    assert auth.authenticate(keys["k00007"], "10.0.0.1").principals == ("user:k00007",)
+    assert len(calls) == 2
+    assert auth.authenticate(keys["k00007"], "10.0.0.1").id == "human-k00007"  # success cache
+    assert auth.authenticate(old_generated, "10.0.0.1").id == "old"  # old sha256 keys still work
+    assert len(calls) == 2
+
+
+def test_generated_keys_embed_a_key_id() -> None:
+    from cjkrag.service.auth import key_id_of
+
+    key, digest = generate_api_key()
+    kid = key_id_of(key)
+    assert kid is not None and key.startswith(f"cjk_{kid}_") and len(kid) == 12
+    assert key_id_of("sk-plain") is None
+
+
+def test_failed_authentications_are_rate_limited_per_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    limiter = FailureLimiter(per_minute=6, burst=3, max_clients=100, clock=lambda: now[0])
+    key = "cjk_ops00001_pw"
+    entries = [{"id": "ops", "key_id": "ops00001", "principals": ["group:ops"],
+                "hash": hash_api_key(key, scheme="pbkdf2_sha256", iterations=1000)}]  # fmt: skip
+    auth = Authenticator(load_api_keys(write_keys(tmp_path / "k.yaml", entries)), limiter=limiter)
+    calls = _count_pbkdf2(monkeypatch)
+    for _ in range(3):
+        with pytest.raises(Unauthenticated):
+            auth.authenticate("cjk_ops00001_guess", "192.0.2.1")
+    assert len(calls) == 3
+    with pytest.raises(TooManyFailures) as limited:
+        auth.authenticate("cjk_ops00001_guess", "192.0.2.1")
+    assert limited.value.status_code == 429 and 1 <= limited.value.retry_after_s <= 10
+    with pytest.raises(TooManyFailures):  # even the right key waits: no verification at all while limited
+        auth.authenticate(key, "192.0.2.1")
+    assert len(calls) == 3
+    assert auth.authenticate(key, "192.0.2.99").id == "ops"  # another address is not affected
+    now[0] += 10  # one failure refilled (6 per minute)
+    assert auth.authenticate(key, "192.0.2.1").id == "ops"
+    for i in range(500):  # memory stays bounded
+        limiter.failed(f"198.51.100.{i}")
+    assert len(limiter) == 100
+
+
+def test_rate_limit_is_429_with_retry_after_over_http(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from cjkrag.service import create_app
+
+    class Engine:
+        def search(self, query: str, **kwargs: Any) -> list[Any]:
+            return []
+
+        def ready(self) -> dict[str, Any]:
+            return {}
+
+        def warm_up(self) -> None:
+            pass
+
+    path = write_keys(tmp_path / "k.yaml", [{"id": "a", "hash": hash_api_key("good"), "principals": ["u:a"]}])
+    settings = ServiceSettings(api_keys_file=path, auth_failures_per_minute=1, auth_failure_burst=2)
+    with TestClient(create_app(Engine(), settings)) as client:
+        codes = [client.post("/v1/search", json={"query": "q"}, headers={"Authorization": "Bearer bad"})
+                 for _ in range(3)]  # fmt: skip
+        assert [r.status_code for r in codes] == [401, 401, 429]
+        assert int(codes[2].headers["retry-after"]) >= 1
+        assert codes[2].json()["error"] == "too_many_requests"
+
+
+def test_jwt_issuer_and_audience_are_required_unless_opted_out(caplog: pytest.LogCaptureFixture) -> None:
+    for missing_field, given in (("issuer", {"audience": AUD}), ("audience", {"issuer": ISS})):
+        with pytest.raises(ConfigError, match=rf"service\.jwt.*`{missing_field}` is required.*verify_{missing_field}: false"):
+            ServiceSettings.from_mapping({"jwt": {"secret_env": "X", **given}})
+    opted = hs_verifier(issuer=None, audience=None, verify_issuer=False, verify_audience=False)
+    assert "verify_issuer is false" in caplog.text and "verify_audience is false" in caplog.text
+    claims = {"sub": "a", "exp": int(time.time()) + 60, "iss": None, "aud": None}
+    assert opted.principals(token(claims)) == ("a", ("user:a",))
+    with pytest.raises(ConfigError, match="`issuer` is set but `verify_issuer: false`"):
+        ServiceSettings.from_mapping({"jwt": {"secret_env": "X", "issuer": ISS, "audience": AUD,
+                                              "verify_issuer": False}})  # fmt: skip

@@ -4,8 +4,9 @@ FastAPI and uvicorn are imported inside :func:`create_app` / :func:`run_server`,
 stays light. Models load once, in the lifespan (``engine.warm_up()``); ``/v1/search`` is a sync endpoint,
 so searches run in the threadpool and never block the event loop; the engine is shared read-only.
 
-Every search runs with the caller's authenticated principals (see :mod:`cjkrag.service.auth`), narrowed by
-the optional ``principals`` body field (intersection: a principal the caller does not hold is ignored).
+Every search runs with ALL the caller's authenticated principals (see :mod:`cjkrag.service.auth`). The
+optional ``principals`` body field narrows only the allow side (``Engine.search(narrow_to=...)``): a
+principal the caller does not hold is ignored, and ``deny`` is still checked against every held principal.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from cjkrag.errors import AccessError, ConfigError, FilterError, InputError, StoreUnavailable, missing
-from cjkrag.service.auth import Authenticator, AuthError, Caller, is_loopback_host
+from cjkrag.service.auth import Authenticator, AuthError, Caller, TooManyFailures, is_loopback_host
 from cjkrag.service.schemas import ErrorOut, SearchRequest, SearchResponse, ServiceSettings
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ class EngineLike(Protocol):
         query: str,
         *,
         principals: Sequence[str],
+        narrow_to: Sequence[str] | None = None,
         top_k: int = 10,
         mode: str = "hybrid",
         rerank: bool | None = None,
@@ -120,16 +122,16 @@ def _error(status: int, error: str, detail: str, headers: Mapping[str, str] | No
     return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=dict(headers or {}))
 
 
-def narrow_principals(caller: Caller, requested: Sequence[str] | None) -> tuple[str, ...]:
-    """The caller's principals, intersected with ``requested`` when given (never widened)."""
+def log_ignored_narrowing(caller: Caller, requested: Sequence[str] | None) -> None:
+    """Log (count only) the body principals the caller does not hold; the engine ignores them."""
     if requested is None:
-        return caller.principals
-    wanted = set(requested)
-    narrowed = tuple(p for p in caller.principals if p in wanted)
-    ignored = len(wanted.difference(caller.principals))
+        return
+    from cjkrag.connectors.filters import normalize_principal
+
+    held = set(caller.principals)
+    ignored = {normalize_principal(p) for p in requested if isinstance(p, str)} - held
     if ignored:
-        log.info("caller %s asked for %d principal(s) it does not hold; ignored", caller.id, ignored)
-    return narrowed
+        log.info("caller %s asked for %d principal(s) it does not hold; ignored", caller.id, len(ignored))
 
 
 def create_app(
@@ -196,12 +198,13 @@ def create_app(
     _annotate(current_caller, request=Request, credentials=HTTPAuthorizationCredentials | None)
 
     def search(body: Any, response: Any, caller: Caller = Depends(current_caller)) -> Any:
-        principals = narrow_principals(caller, body.principals)
+        log_ignored_narrowing(caller, body.principals)
         started = time.perf_counter()
         try:
             hits = engine.search(
                 body.query,
-                principals=principals,
+                principals=caller.principals,  # all of them: deny is checked against every held principal
+                narrow_to=body.principals,
                 top_k=body.top_k,
                 mode=body.mode,
                 rerank=body.rerank,
@@ -211,12 +214,12 @@ def create_app(
             return _error(400, "invalid_filter", str(exc))
         except (ConfigError, InputError) as exc:
             return _error(400, "invalid_request", str(exc))
-        except StoreUnavailable:
-            log.warning("search failed: store unavailable", exc_info=True)
-            return _error(503, "store_unavailable", "the document store is unavailable; retry later")
         except AccessError:
             log.warning("search refused by the engine for caller %s", caller.id, exc_info=True)
             return _error(403, "forbidden", "not allowed")
+        except StoreUnavailable:
+            log.warning("search failed: store unavailable", exc_info=True)
+            return _error(503, "store_unavailable", "the document store is unavailable; retry later")
         except Exception:
             log.exception("search failed for caller %s", caller.id)
             return _error(500, "internal_error", "internal error")
@@ -234,6 +237,7 @@ def create_app(
             (401, "Missing or invalid credentials"),
             (403, "No principals"),
             (413, "Body too large"),
+            (429, "Too many failed authentications from this address"),
             (503, "Store unavailable"),
         ]
     }
@@ -265,6 +269,11 @@ def create_app(
     )  # fmt: skip
 
     async def on_auth_error(_: Any, exc: Exception) -> Any:
+        if isinstance(exc, TooManyFailures):
+            return _error(
+                429, "too_many_requests", "too many failed authentications; retry later",
+                {"Retry-After": str(exc.retry_after_s)},
+            )  # fmt: skip
         if isinstance(exc, AuthError) and exc.status_code == 401:
             header = 'Bearer error="invalid_token"' if getattr(exc, "invalid_token", False) else "Bearer"
             return _error(401, "unauthorized", "missing or invalid credentials", {"WWW-Authenticate": header})

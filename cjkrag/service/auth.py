@@ -12,9 +12,16 @@ Keys file (YAML or JSON), hashes only::
       - id: legacy
         hash: "pbkdf2_sha256$600000$<salt>$<hex>"      # hash_api_key(key, scheme="pbkdf2_sha256")
 
-``sha256`` is right for keys made by :func:`generate_api_key` (256 random bits: nothing to brute-force);
-``pbkdf2_sha256`` is for human-chosen keys. Each pbkdf2 entry costs one key derivation per unknown key
-presented, so prefer generated keys; successful pbkdf2 matches are cached (by sha256 of the key).
+      - id: legacy
+        key_id: legacy01                              # required with pbkdf2: the key is cjk_legacy01_<secret>
+        hash: "pbkdf2_sha256$600000$<salt>$<hex>"      # hash_api_key(key, scheme="pbkdf2_sha256")
+
+``sha256`` is right for keys made by :func:`generate_api_key` (256 random bits: nothing to brute-force); they
+are looked up by their digest (one sha256 per request, whatever the number of keys). ``pbkdf2_sha256`` is
+for human-chosen keys: such an entry must have a ``key_id`` and its key must be presented as
+``cjk_<key_id>_<secret>``, so that one request costs at most ONE pbkdf2 derivation (the entry named by
+the key id), never one per stored key. Successful pbkdf2 matches are cached (by sha256 of the key).
+Failed authentications are rate-limited per client address (:class:`FailureLimiter`, 429 + Retry-After).
 """
 
 from __future__ import annotations
@@ -28,12 +35,14 @@ import os
 import re
 import secrets
 import threading
-import unicodedata
-from collections.abc import Mapping, Sequence
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from cjkrag.connectors.filters import validate_principal
 from cjkrag.errors import AccessError, ConfigError, FilterError, MissingDependency, missing
 from cjkrag.service.schemas import HMAC_ALGORITHMS, JwtSettings, ServiceSettings
 
@@ -44,9 +53,10 @@ PBKDF2_DEFAULT_ITERATIONS = 600_000
 _SHA256_RE = re.compile(r"^sha256:([0-9a-f]{64})$")
 _PBKDF2_RE = re.compile(r"^pbkdf2_sha256\$([0-9]{1,9})\$([^$\s]{1,256})\$([0-9a-f]{64})$")
 _PLAINTEXT_FIELDS = ("key", "api_key", "apikey", "secret", "token", "plaintext", "password")
-_ENTRY_FIELDS = ("id", "hash", "principals", "description", "created")
+_ENTRY_FIELDS = ("id", "key_id", "hash", "principals", "description", "created")
 _HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
-MAX_PRINCIPAL_CHARS = 256
+_KEY_ID_RE = re.compile(r"^[a-z0-9]{6,32}$")
+_PRESENTED_KEY_RE = re.compile(r"^cjk_([a-z0-9]{6,32})_(.+)$", re.DOTALL)
 
 
 class AuthError(AccessError):
@@ -71,33 +81,14 @@ class Forbidden(AuthError):
     status_code = 403
 
 
-def validate_principal(principal: object) -> str:
-    """Return ``principal`` if valid, else raise FilterError: the rule of connectors.filters.validate_principal.
+class TooManyFailures(AuthError):
+    """Too many failed authentications from this client address (429 with Retry-After)."""
 
-    A principal is a non-empty string of at most 256 characters without control characters (NUL, newlines,
-    tabs...). Anything else (quotes, backslashes, spaces, RTL marks, emoji) is allowed and matched literally.
-    """
-    # TODO(connectors/filters.validate_principal): this local copy of the shared rule is the fallback
-    # while the colleague's function is not there yet; once it is, it is called as well (below).
-    if not isinstance(principal, str):
-        raise FilterError(f"invalid principal {principal!r}: must be a string such as 'group:support'")
-    if not principal or len(principal) > MAX_PRINCIPAL_CHARS:
-        raise FilterError(
-            f"invalid principal {principal[:40]!r}: must be 1..{MAX_PRINCIPAL_CHARS} characters, e.g. 'user:alice'"
-        )
-    if any(unicodedata.category(ch) == "Cc" for ch in principal):
-        raise FilterError(
-            f"invalid principal {principal[:40]!r}: control characters (NUL, newline, tab...) are not allowed"
-        )
-    try:
-        from cjkrag.connectors import filters as _filters
+    status_code = 429
 
-        shared = getattr(_filters, "validate_principal", None)
-    except ImportError:  # pragma: no cover - the module is part of the package
-        shared = None
-    if shared is not None:
-        shared(principal)
-    return principal
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 def is_loopback_host(host: str) -> bool:
@@ -133,9 +124,19 @@ def hash_api_key(
 
 
 def generate_api_key() -> tuple[str, str]:
-    """A new random API key and its hash: ``(key, hash)``. Show the key once; store only the hash."""
-    key = "cjk_" + secrets.token_urlsafe(32)
+    """A new random API key and its hash: ``(key, hash)``. Show the key once; store only the hash.
+
+    The key is ``cjk_<key id>_<secret>`` (12 hex characters of id, 256 random bits of secret); the id is
+    what a ``key_id`` entry field names (needed only for pbkdf2 hashes; sha256 entries are found by digest).
+    """
+    key = f"cjk_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}"
     return key, hash_api_key(key)
+
+
+def key_id_of(key: str) -> str | None:
+    """The key id embedded in a presented key ``cjk_<key id>_<secret>``; None for other keys."""
+    match = _PRESENTED_KEY_RE.match(key)
+    return match.group(1) if match else None
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,7 @@ class ApiKeyEntry:
     id: str
     hash: str
     principals: tuple[str, ...]
+    key_id: str | None = None
 
     def matches(self, key: str, key_sha256: bytes) -> bool:
         sha = _SHA256_RE.match(self.hash)
@@ -181,14 +183,22 @@ def load_api_keys(path: Path) -> list[ApiKeyEntry]:
     entries: list[ApiKeyEntry] = []
     seen_ids: set[str] = set()
     seen_hashes: set[str] = set()
+    seen_key_ids: set[str] = set()
     for number, raw in enumerate(data, start=1):
         entry = _check_entry(path, number, raw)
         if entry.id in seen_ids:
             raise ConfigError(f"{path}: entry #{number}: duplicate id {entry.id!r}; ids must be unique")
         if entry.hash in seen_hashes:
             raise ConfigError(f"{path}: entry {entry.id!r} (#{number}): same hash as an earlier entry")
+        if entry.key_id is not None and entry.key_id in seen_key_ids:
+            raise ConfigError(
+                f"{path}: entry {entry.id!r} (#{number}): field 'key_id': {entry.key_id!r} is used by an earlier "
+                "entry; key ids must be unique"
+            )
         seen_ids.add(entry.id)
         seen_hashes.add(entry.hash)
+        if entry.key_id is not None:
+            seen_key_ids.add(entry.key_id)
         entries.append(entry)
     return entries
 
@@ -197,12 +207,12 @@ def _check_entry(path: Path, number: int, raw: object) -> ApiKeyEntry:
     where = f"{path}: entry #{number}"
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: expected a mapping {{id, hash, principals}}")
-    key_id = raw.get("id")
-    if not isinstance(key_id, str) or not key_id.strip():
+    name = raw.get("id")
+    if not isinstance(name, str) or not name.strip():
         raise ConfigError(
             f"{where}: field 'id' is missing or empty; give each key a name, e.g. id: support-bot"
         )
-    where = f"{path}: entry {key_id!r} (#{number})"
+    where = f"{path}: entry {name!r} (#{number})"
     plaintext = [f for f in raw if str(f).lower() in _PLAINTEXT_FIELDS]
     if plaintext:
         raise ConfigError(
@@ -225,6 +235,19 @@ def _check_entry(path: Path, number: int, raw: object) -> ApiKeyEntry:
         raise ConfigError(f"{where}: field 'hash': pbkdf2 iterations must be at least 1")
     if pbkdf2 and int(pbkdf2.group(1)) < 100_000:
         log.warning("%s: pbkdf2 with only %s iterations; re-hash with hash_api_key()", where, pbkdf2.group(1))
+    key_id = raw.get("key_id")
+    if key_id is not None and (not isinstance(key_id, str) or not _KEY_ID_RE.match(key_id)):
+        raise ConfigError(
+            f"{where}: field 'key_id' must be 6..32 lowercase letters or digits (the <key id> of a key "
+            "presented as cjk_<key id>_<secret>), e.g. key_id: legacy01"
+        )
+    if pbkdf2 and key_id is None:
+        raise ConfigError(
+            f"{where}: a pbkdf2_sha256 hash needs a 'key_id' field, and the client must present the key as "
+            "cjk_<key_id>_<secret> (hash that whole string with hash_api_key(key, scheme='pbkdf2_sha256')): "
+            "without it every unknown key would cost one pbkdf2 derivation per entry. Or use a generated key "
+            "(`cjkrag keys create`, sha256)"
+        )
     principals = raw.get("principals")
     if not isinstance(principals, list):
         raise ConfigError(f"{where}: field 'principals' must be a list, e.g. [group:support, user:bot]")
@@ -234,7 +257,7 @@ def _check_entry(path: Path, number: int, raw: object) -> ApiKeyEntry:
             checked.append(validate_principal(principal))
         except FilterError as exc:
             raise ConfigError(f"{where}: field 'principals': {exc}") from None
-    return ApiKeyEntry(id=key_id, hash=digest, principals=tuple(dict.fromkeys(checked)))
+    return ApiKeyEntry(id=name, hash=digest, principals=tuple(dict.fromkeys(checked)), key_id=key_id)
 
 
 # ---------------------------------------------------------------------------------------------------- JWT
@@ -254,6 +277,12 @@ class JwtVerifier:
         except ImportError as exc:
             raise missing("service", "pyjwt") from exc
         env = os.environ if environ is None else environ
+        for field in ("issuer", "audience"):
+            if not getattr(settings, f"verify_{field}"):
+                log.warning(
+                    "service.jwt.verify_%s is false: tokens are NOT checked for `%s`; any token signed with "
+                    "this key (for any issuer/service) is accepted", field, "iss" if field == "issuer" else "aud"
+                )
         alg = settings.algorithm
         key: Any
         if alg in HMAC_ALGORITHMS:
@@ -303,16 +332,20 @@ class JwtVerifier:
         import jwt
 
         s = self.settings
-        require = ["exp"] + (["iss"] if s.issuer else []) + (["aud"] if s.audience else [])
+        require = ["exp"] + (["iss"] if s.verify_issuer else []) + (["aud"] if s.verify_audience else [])
         try:
             claims = jwt.decode(
                 token,
                 self._key,
                 algorithms=[s.algorithm],
-                audience=s.audience,
-                issuer=s.issuer,
+                audience=s.audience if s.verify_audience else None,
+                issuer=s.issuer if s.verify_issuer else None,
                 leeway=s.leeway_s,
-                options={"require": require},
+                options={
+                    "require": require,
+                    "verify_aud": s.verify_audience,
+                    "verify_iss": s.verify_issuer,
+                },
             )
         except jwt.PyJWTError as exc:
             log.info("rejected JWT: %s", type(exc).__name__)
@@ -357,6 +390,59 @@ class Caller:
     method: Literal["api_key", "jwt", "insecure_local"]
 
 
+class FailureLimiter:
+    """Failed authentications per client address: a token bucket each, in bounded memory.
+
+    Each address may fail ``burst`` times at once, refilled at ``per_minute`` per minute; past that,
+    :meth:`check` raises :class:`TooManyFailures` (429 with Retry-After) BEFORE any key is verified, so an
+    unauthenticated client cannot burn CPU. At most ``max_clients`` addresses are tracked (least recently
+    failed forgotten first). Successful requests are never limited here.
+    """
+
+    def __init__(
+        self,
+        per_minute: float = 30.0,
+        burst: int = 20,
+        max_clients: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rate = per_minute / 60.0
+        self.burst = float(burst)
+        self.max_clients = max_clients
+        self._clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # client -> (tokens, at)
+        self._lock = threading.Lock()
+
+    def _tokens(self, client: str, now: float) -> float:
+        tokens, at = self._buckets.get(client, (self.burst, now))
+        return min(self.burst, tokens + (now - at) * self.rate)
+
+    def check(self, client: str | None) -> None:
+        """Raise TooManyFailures when ``client`` has no failures left."""
+        key = client or "-"
+        with self._lock:
+            if key not in self._buckets:
+                return
+            now = self._clock()
+            tokens = self._tokens(key, now)
+        if tokens < 1.0:
+            wait = max(1, int((1.0 - tokens) / self.rate + 0.999)) if self.rate > 0 else 3600
+            raise TooManyFailures("too many failed authentications", retry_after_s=wait)
+
+    def failed(self, client: str | None) -> None:
+        key = client or "-"
+        with self._lock:
+            now = self._clock()
+            tokens = self._tokens(key, now) - 1.0
+            self._buckets[key] = (tokens, now)
+            self._buckets.move_to_end(key)
+            while len(self._buckets) > self.max_clients:
+                self._buckets.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
 class Authenticator:
     """Turns a bearer credential into a :class:`Caller`. Thread-safe; read-only after construction."""
 
@@ -366,8 +452,23 @@ class Authenticator:
         jwt_verifier: JwtVerifier | None = None,
         *,
         insecure_local_principals: Sequence[str] | None = None,
+        limiter: FailureLimiter | None = None,
     ) -> None:
         self._keys = tuple(api_keys)
+        self._by_sha256: dict[bytes, ApiKeyEntry] = {}  # sha256 entries by digest
+        self._by_key_id: dict[str, ApiKeyEntry] = {}  # pbkdf2 (and any key_id'd) entries by key id
+        for entry in self._keys:
+            sha = _SHA256_RE.match(entry.hash)
+            if sha:
+                self._by_sha256[bytes.fromhex(sha.group(1))] = entry
+            elif entry.key_id is None:
+                raise ConfigError(
+                    f"API key entry {entry.id!r}: a pbkdf2_sha256 hash needs a key_id (keys presented as "
+                    "cjk_<key_id>_<secret>), so that one request costs at most one derivation"
+                )
+            if entry.key_id is not None:
+                self._by_key_id[entry.key_id] = entry
+        self._limiter = limiter if limiter is not None else FailureLimiter()
         self._jwt = jwt_verifier
         self._insecure = (
             None
@@ -415,10 +516,12 @@ class Authenticator:
             )
         if settings.api_keys_file is not None and not keys and verifier is None:
             raise ConfigError(f"service.api_keys_file: {settings.api_keys_file} has no keys; add one")
-        return cls(keys, verifier, insecure_local_principals=insecure)
+        limiter = FailureLimiter(settings.auth_failures_per_minute, settings.auth_failure_burst)
+        return cls(keys, verifier, insecure_local_principals=insecure, limiter=limiter)
 
     def authenticate(self, token: str | None, client_host: str | None = None) -> Caller:
-        """The caller behind a bearer ``token``; raises Unauthenticated (401) or Forbidden (403)."""
+        """The caller behind a bearer ``token``; raises Unauthenticated (401), Forbidden (403) or
+        TooManyFailures (429: this client address failed too often; checked before any verification)."""
         if self._insecure is not None:
             if client_host is None or not is_loopback_host(client_host):
                 log.warning("insecure-local mode: refused a request from a non-loopback client")
@@ -426,45 +529,52 @@ class Authenticator:
             return Caller("insecure-local", self._insecure, "insecure_local")
         if not token:
             raise Unauthenticated("missing credentials", invalid_token=False)
-        if len(token) > MAX_TOKEN_CHARS:
-            raise Unauthenticated("invalid credentials")
-        caller: Caller | None = None
-        if self._jwt is not None and token.count(".") == 2:
-            try:
-                subject, principals = self._jwt.principals(token)
-                caller = Caller(f"jwt:{subject[:64]}", principals, "jwt")
-            except Unauthenticated:
-                if not self._keys:
-                    raise
-        if caller is None and self._keys:
-            entry = self._match_key(token)
-            if entry is not None:
-                caller = Caller(entry.id, entry.principals, "api_key")
-        if caller is None:
-            log.info("rejected bearer credential (no matching API key)")
-            raise Unauthenticated("invalid credentials")
+        self._limiter.check(client_host)
+        try:
+            caller = self._verify(token)
+        except Unauthenticated:
+            self._limiter.failed(client_host)
+            raise
         if not caller.principals:
             log.info("caller %s is authenticated but holds no principals", caller.id)
             raise Forbidden("no principals")
         return caller
 
+    def _verify(self, token: str) -> Caller:
+        if len(token) > MAX_TOKEN_CHARS:
+            raise Unauthenticated("invalid credentials")
+        if self._jwt is not None and token.count(".") == 2:
+            try:
+                subject, principals = self._jwt.principals(token)
+                return Caller(f"jwt:{subject[:64]}", principals, "jwt")
+            except Unauthenticated:
+                if not self._keys:
+                    raise
+        entry = self._match_key(token) if self._keys else None
+        if entry is None:
+            log.info("rejected bearer credential (no matching API key)")
+            raise Unauthenticated("invalid credentials")
+        return Caller(entry.id, entry.principals, "api_key")
+
     def _match_key(self, key: str) -> ApiKeyEntry | None:
-        key_sha = hashlib.sha256(key.encode("utf-8")).digest()
+        """The entry of ``key``: sha256 entries by digest; otherwise the ONE entry named by the key id
+        embedded in the key (``cjk_<key id>_<secret>``) is verified. At most one pbkdf2 derivation."""
+        key_sha = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+        found = self._by_sha256.get(key_sha)
+        if found is not None:
+            return found
         with self._lock:
             cached = self._verified.get(key_sha)
         if cached is not None:
             return cached
-        found: ApiKeyEntry | None = None
-        for entry in self._keys:  # check every sha256 entry: no early exit on the cheap ones
-            if entry.hash.startswith("sha256:") and entry.matches(key, key_sha) and found is None:
-                found = entry
-        if found is not None:
-            return found
-        for entry in self._keys:
-            if not entry.hash.startswith("sha256:") and entry.matches(key, key_sha):
-                with self._lock:
-                    if len(self._verified) >= 4096:
-                        self._verified.clear()
-                    self._verified[key_sha] = entry
-                return entry
-        return None
+        key_id = key_id_of(key)
+        entry = self._by_key_id.get(key_id) if key_id is not None else None
+        if entry is None or entry.hash.startswith("sha256:"):
+            return None
+        if not entry.matches(key, key_sha):
+            return None
+        with self._lock:
+            if len(self._verified) >= 4096:
+                self._verified.clear()
+            self._verified[key_sha] = entry
+        return entry

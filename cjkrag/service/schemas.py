@@ -7,14 +7,18 @@
       jwt:                             # bearer JWTs, verified with a configured key
         algorithm: HS256               # HS256/384/512 need secret_env; RS*/PS*/ES*/EdDSA need public_key_file
         secret_env: CJKRAG_JWT_SECRET  # the NAME of an environment variable holding the secret
-        issuer: https://idp.example    # optional: `iss` must match
-        audience: cjkrag               # optional: `aud` must match
+        issuer: https://idp.example    # required: every token's `iss` must be this
+        audience: cjkrag               # required: every token's `aud` must contain this
+        # verify_issuer: false         # explicit opt-outs (logged as a warning at startup); not advised
+        # verify_audience: false
         principals_claim: principals   # list of principals taken as-is
         groups_claim: groups           # each g -> "group:<g>" (null to ignore)
       max_top_k: 100
       max_request_bytes: 65536
       cors_origins: []
       insecure_local_principals: []    # principals of every request under `serve --insecure-local`
+      auth_failures_per_minute: 30     # failed authentications per client address (then 429 + Retry-After)
+      auth_failure_burst: 20
 
 With neither ``api_keys_file`` nor ``jwt`` the server only starts with ``--insecure-local`` on a loopback
 host, and every request then searches with ``insecure_local_principals`` (default: none, so only
@@ -47,6 +51,8 @@ class JwtSettings(BaseModel):
     public_key_file: Path | None = None
     issuer: str | None = None
     audience: str | None = None
+    verify_issuer: bool = True
+    verify_audience: bool = True
     principals_claim: str = "principals"
     groups_claim: str | None = "groups"
     leeway_s: float = Field(30.0, ge=0, le=600)
@@ -71,6 +77,19 @@ class JwtSettings(BaseModel):
             raise ValueError(
                 f"algorithm {self.algorithm} needs `public_key_file: PATH` (a PEM public key) and no secret_env"
             )
+        for field, value, flag in (
+            ("issuer", self.issuer, self.verify_issuer),
+            ("audience", self.audience, self.verify_audience),
+        ):
+            if flag and not (value or "").strip():
+                claim = "iss" if field == "issuer" else "aud"
+                raise ValueError(
+                    f"`{field}` is required: every token's `{claim}` claim is checked against it, so that a "
+                    f"token minted by the same key for another issuer/service is refused. Set "
+                    f"service.jwt.{field}, or opt out explicitly with `verify_{field}: false` (not advised)"
+                )
+            if not flag and value:
+                raise ValueError(f"`{field}` is set but `verify_{field}: false`: remove one of them")
         return self
 
 
@@ -85,6 +104,8 @@ class ServiceSettings(BaseModel):
     max_request_bytes: int = Field(65_536, ge=1_024, le=16 * 1024 * 1024)
     cors_origins: list[str] = Field(default_factory=list)
     insecure_local_principals: list[str] = Field(default_factory=list)
+    auth_failures_per_minute: float = Field(30.0, gt=0, le=100_000)
+    auth_failure_burst: int = Field(20, ge=1, le=100_000)
 
     @property
     def auth_configured(self) -> bool:
@@ -140,8 +161,9 @@ class SearchRequest(BaseModel):
         None,
         max_length=1000,
         description=(
-            "Optional: search as a SUBSET of your authenticated principals (intersection). Entries you "
-            "do not hold are ignored, never added. Absent: all your principals."
+            "Optional: narrow which of your authenticated principals GRANT access (intersection). Entries "
+            "you do not hold are ignored, never added. Deny rules are still checked against ALL your "
+            "principals, so narrowing can only hide documents. Absent: all your principals."
         ),
     )
 

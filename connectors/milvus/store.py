@@ -43,6 +43,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cjkrag.connectors.filters import Condition, Logical, and_, field_kind, to_dict
 from cjkrag.connectors.locking import acquire_store_lock, release_store_lock
 from cjkrag.connectors.milvus.filters import literal, render, translate
 from cjkrag.connectors.milvus.schema import (
@@ -58,7 +59,7 @@ from cjkrag.connectors.milvus.schema import (
     record_to_row,
     schema_problems,
 )
-from cjkrag.errors import ConfigError, StoreError, StoreUnavailable, missing
+from cjkrag.errors import ConfigError, FilterError, StoreError, StoreUnavailable, missing
 
 if TYPE_CHECKING:
     from cjkrag.connectors.filters import FilterNode
@@ -72,7 +73,10 @@ BATCH_ROWS = 512
 BATCH_BYTES = 16 * 1024 * 1024
 DELETE_IDS_PER_CALL = 1000
 PAGE_ROWS = 4096
-MAX_RESOLVED_IDS = 10000
+MAX_RESOLVED_IDS = 10000  # denied chunk ids inlined before falling back to the exact deny[i] expansion
+MAX_NOT_RESOLUTIONS = 8  # distinct conditions one filter may need resolved to chunk ids (Lite)
+MAX_FILTER_RESOLVED_IDS = 4096  # ids all the user-filter resolutions of one query may inline, together
+MAX_EXPANSION_CHARS = 4 * 1024 * 1024  # a deny[i] not in P expansion larger than this is refused
 _SERVER_SCHEMES = ("http://", "https://", "tcp://", "grpc://", "unix://")
 _EMPTY_QUERY_QUIRK = "Unsupported data type: 0"
 _COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
@@ -81,10 +85,6 @@ _COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 # Milvus Lite servers (one child process per .db file) opened by MilvusStore objects: path -> open stores.
 _lite_lock = threading.Lock()
 _lite_users: dict[str, int] = {}
-
-
-class _TooManyIds(StoreError):
-    """A NOT part matches too many chunks to be excluded by id (Milvus Lite)."""
 
 
 def is_lite_uri(uri: str) -> bool:
@@ -366,41 +366,109 @@ class MilvusStore:
     def _expr(self, filters: FilterNode | None) -> str:
         """The Milvus expression of a filter: translated (Lite: without NOT), parameters inlined.
 
-        On Lite, NOT ``deny contains_any P`` is first resolved to ``chunk_id not in [denied ids]`` (one
-        query, ~10 ms searches at 10k rows); only when over MAX_RESOLVED_IDS chunks are denied does it fall
-        back to the translator's ``deny[i] not in P`` expansion over the 1024-slot capacity (exact, but
-        ~150 ms per search at 10k rows: see benchmarks/milvus_search.py).
+        On Lite, what has no complement is resolved to chunk ids first (:meth:`_lite_expr`). Called ONCE per
+        query: a hybrid search computes it once for both retrievers (:meth:`search_hybrid`).
         """
         if filters is None:
             return ""
         if not is_lite_uri(self.uri):
             return render(*translate(filters, lite=False))
-        try:
-            return self._lite_expr(filters, expand_arrays=False)
-        except _TooManyIds:
-            return self._lite_expr(filters, expand_arrays=True)
+        return self._lite_expr(filters)
 
-    def _lite_expr(self, node: FilterNode, *, expand_arrays: bool) -> str:
+    def _lite_expr(self, node: FilterNode) -> str:
+        """Milvus Lite expression of ``node``, with every NOT that Lite cannot write resolved to chunk ids.
+
+        Two kinds of resolution, at most MAX_NOT_RESOLUTIONS distinct conditions per filter (FilterError):
+
+        - NOT ``acl``/``deny`` ``contains_any`` P (the access clause's deny): the ids of the chunks that
+          name P, over the whole collection; past MAX_RESOLVED_IDS, the exact ``deny[i] not in P``
+          expansion instead (slower, never wrong, never an error unless over MAX_EXPANSION_CHARS).
+        - NOT of a metadata comparison (user filters): the ids are looked up only among the chunks that
+          the filter's other top-level AND parts allow (the access clause is always one of them), i.e.
+          within what the caller may read. Invisible chunks never count, so neither the cost nor the
+          answer depends on data the caller cannot read; over MAX_FILTER_RESOLVED_IDS (all resolutions of
+          the filter together) is a FilterError naming the condition.
+        """
+        conjuncts: tuple[FilterNode, ...] = (
+            node.conditions if isinstance(node, Logical) and node.operator == "AND" else (node,)
+        )
+        needs = [self._needs(part) for part in conjuncts]
+        distinct = list(dict.fromkeys(c for part in needs for c in part))
+        if len(distinct) > MAX_NOT_RESOLUTIONS:
+            raise FilterError(
+                f"filter: {len(distinct)} negated conditions that Milvus Lite must resolve one by one (NOT of a "
+                f"metadata comparison or of acl/deny contains_any), over the limit of {MAX_NOT_RESOLUTIONS}: "
+                "use 'not in' with a list, '!=' or '==' instead, or a Milvus server"
+            )
+        arrays = [c for c in distinct if field_kind(c.field) == "list"]
+        resolved: dict[Condition, list[str]] = {}
+        expand = False
+        for c in arrays:
+            ids = self._matching_ids(render(*translate(c, lite=True)), MAX_RESOLVED_IDS)
+            if ids is None:
+                expand = True
+                break
+            resolved[c] = ids
+        if expand:
+            resolved = {}
+            for c in arrays:
+                size = len(literal(list(c.value))) * ARRAY_CAPACITY
+                if size > MAX_EXPANSION_CHARS:
+                    raise FilterError(
+                        f"filter: NOT {c.field} contains_any a list of {len(c.value)} principals over more than "
+                        f"{MAX_RESOLVED_IDS} chunks is too large for Milvus Lite to express: give fewer values"
+                    )
+        scope_parts = [part for part, n in zip(conjuncts, needs, strict=True) if all(c in arrays for c in n)]
+        scope = self._render(and_(*scope_parts), resolved, expand) if scope_parts else ""
+        budget = MAX_FILTER_RESOLVED_IDS
+        for c in distinct:
+            if c in arrays:
+                continue
+            # no resolve= here: what Lite cannot express even positively (metadata exists) is a FilterError
+            positive = render(*translate(c, lite=True, array_capacity=ARRAY_CAPACITY))
+            ids = self._matching_ids(f"({scope}) and ({positive})" if scope else positive, budget)
+            if ids is None:
+                raise FilterError(
+                    f"filter: the negated condition {to_dict(c)} matches more of the chunks you may read than "
+                    f"Milvus Lite can exclude by id ({MAX_FILTER_RESOLVED_IDS} per filter): narrow the filter, "
+                    "write the negation as '!=' / 'not in', or use a Milvus server"
+                )
+            budget -= len(ids)
+            resolved[c] = ids
+        return self._render(node, resolved, expand)
+
+    @staticmethod
+    def _needs(node: FilterNode) -> list[Condition]:
+        """The conditions the Lite translation of ``node`` would resolve by id (a dry run, no query)."""
+        seen: dict[Condition, None] = {}
+
+        def record(c: FilterNode) -> list[str]:
+            assert isinstance(c, Condition)
+            seen[c] = None
+            return []
+
+        translate(node, lite=True, resolve=record, expand_arrays=False, array_capacity=ARRAY_CAPACITY)
+        return list(seen)
+
+    @staticmethod
+    def _render(node: FilterNode | None, resolved: dict[Condition, list[str]], expand: bool) -> str:
+        def lookup(c: FilterNode) -> list[str]:
+            assert isinstance(c, Condition)
+            return resolved[c]
+
         expr, params = translate(
-            node,
-            lite=True,
-            resolve=self._resolve_ids,
-            expand_arrays=expand_arrays,
-            array_capacity=ARRAY_CAPACITY,
+            node, lite=True, resolve=lookup, expand_arrays=expand, array_capacity=ARRAY_CAPACITY
         )
         return render(expr, params)
 
-    def _resolve_ids(self, node: FilterNode) -> list[str]:
-        """Chunk ids matching ``node``: the translator's fallback for what Lite cannot negate."""
-        # no resolve= here: what Lite cannot express even positively (metadata ``exists``) is a FilterError
-        expr, params = translate(node, lite=True, array_capacity=ARRAY_CAPACITY)
-        rows = self._query_expr(render(expr, params), ["chunk_id"], MAX_RESOLVED_IDS + 1)
-        if len(rows) > MAX_RESOLVED_IDS:
-            raise _TooManyIds(
-                f"filter part {node} matches over {MAX_RESOLVED_IDS} chunks in collection {self.collection!r}, "
-                "too many for Milvus Lite to exclude by chunk id: use a Milvus server, or narrow the filter"
-            )
-        return [str(r["chunk_id"]) for r in rows]
+    def _matching_ids(self, expr: str, limit: int) -> list[str] | None:
+        """Chunk ids matching ``expr``; None when more than ``limit`` match (counted, not fetched)."""
+        total = self._count_expr(expr)
+        if total > limit:
+            return None
+        if total == 0:
+            return []
+        return [str(r["chunk_id"]) for r in self._query_expr(expr, ["chunk_id"], total)]
 
     def _check_top_k(self, top_k: int) -> None:
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
@@ -415,6 +483,13 @@ class MilvusStore:
 
     def search_keyword(self, terms: Sequence[str], top_k: int, filters: FilterNode | None) -> list[StoredHit]:
         return self._search_keyword_expr(terms, top_k, self._expr(filters))
+
+    def search_hybrid(
+        self, vector: Sequence[float], terms: Sequence[str], top_k: int, filters: FilterNode | None
+    ) -> tuple[list[StoredHit], list[StoredHit]]:
+        """``(search_dense, search_keyword)`` under ONE translation of ``filters`` (one NOT resolution)."""
+        expr = self._expr(filters)
+        return self._search_dense_expr(vector, top_k, expr), self._search_keyword_expr(terms, top_k, expr)
 
     def _search_dense_expr(self, vector: Sequence[float], top_k: int, expr: str) -> list[StoredHit]:
         self._check_top_k(top_k)
