@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 
+from cjkrag.ingest.citations import chunk_metadata
 from cjkrag.types import Chunk, ChunkRecord, Document
 
 
@@ -48,7 +49,7 @@ def build_records(
             acl=list(doc.acl),
             deny=list(doc.deny),
             public=doc.public,
-            metadata=dict(doc.metadata),
+            metadata=chunk_metadata(doc, c),  # + page/slide/sheet/section of this chunk (citations)
             vector=[float(x) for x in vec],
             keywords=kw,
             doc_hash=doc_hash,

@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from cjkrag.ingest.citations import SPANS_KEY
 from cjkrag.types import Document
 
 __all__ = ["SPANS_KEY", "MissingExtra", "ReadContext", "ReadFailure", "ReaderError", "TextBuilder", "join_lines"]
 
-#: ``Document.metadata[SPANS_KEY]``: ``[[start, end, {"page": 3, "section": [...]}], ...]`` over the text;
-#: ``cjkrag.ingest.citations`` turns it into each chunk's page/slide/sheet/section (never stored itself).
-SPANS_KEY = "_spans"
+# ``Document.metadata[SPANS_KEY]``: ``[[start, end, {"page": 3, "section": [...]}], ...]`` over the text;
+# ``cjkrag.ingest.citations`` turns it into each chunk's page/slide/sheet/section (never stored itself).
 
 
 @dataclass(frozen=True)
