@@ -5,6 +5,7 @@ files reported by name, and a real Engine (Milvus Lite, fake embedder) finding t
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import sys
 import zipfile
 from pathlib import Path
@@ -211,19 +212,46 @@ def test_scanned_pdf_page_is_reported_when_ocr_is_off(files: dict[str, Path]) ->
 # ---------------------------------------------------------------------------------------------- OCR
 
 
-@pytest.mark.parametrize("fmt", ["png", "scan_pdf"])
-def test_ocr_reads_rendered_chinese(files: dict[str, Path], fmt: str) -> None:
+def _ocr_or_skip(engine: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from cjkrag.ingest.readers import ocr
 
-    if fmt not in files:
+    if corpus.font_path() is None:
         pytest.skip("no CJK font to render images: pip install noto-cjk-sans-otc")
-    if not ocr.available():
-        pytest.skip("OCR extra not installed: pip install 'cjkrag[ocr]'")
-    doc = one_doc(files[fmt])
+    monkeypatch.setenv("CJKRAG_OCR_ENGINE", engine)
+    if ocr.engine_name() != engine:
+        why = "pip install 'cjkrag[ocr]'" if engine == "rapidocr" else (
+            "apt-get install tesseract-ocr tesseract-ocr-chi-sim tesseract-ocr-jpn tesseract-ocr-kor")
+        pytest.skip(f"OCR engine {engine} not installed: {why}")
+
+
+@pytest.mark.parametrize("engine", ["rapidocr", "tesseract"])
+def test_ocr_reads_a_rendered_chinese_png(files: dict[str, Path], engine: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    _ocr_or_skip(engine, monkeypatch)
+    doc = one_doc(files["png"])
     rate = cer(corpus.OCR_TEXT, doc.text)
-    print(f"CER {fmt} (OCR): zh={rate:.3f}")
-    assert rate <= CER_BOUND[fmt], doc.text
-    assert span_of(doc, doc.text[:5])["page"] == 1
+    print(f"CER png ({engine}): zh={rate:.3f}")
+    assert rate <= CER_BOUND["png"], doc.text
+    assert doc.metadata["ocr"] == engine and span_of(doc, doc.text[:5])["page"] == 1
+
+
+@pytest.mark.slow
+def test_ocr_fills_a_scanned_pdf_page(files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    _ocr_or_skip("tesseract" if shutil.which("tesseract") else "rapidocr", monkeypatch)
+    doc = one_doc(files["scan_pdf"])
+    rate = cer(corpus.OCR_TEXT, doc.text)
+    print(f"CER scan_pdf (OCR): zh={rate:.3f}")
+    assert rate <= CER_BOUND["scan_pdf"] and doc.metadata["ocr_pages"] == [1]
+
+
+@pytest.mark.parametrize(("lang", "index", "passage"), [("ja", 0, 1), ("ko", 1, 2)])
+def test_tesseract_reads_japanese_and_korean(tmp_path: Path, lang: str, index: int, passage: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    _ocr_or_skip("tesseract", monkeypatch)
+    text = PASSAGES[passage]
+    path = tmp_path / f"{lang}.png"
+    corpus.render_text_image(text, size=32, font_index=index).save(path)
+    rate = cer(text, one_doc(path).text)
+    print(f"CER png (tesseract): {lang}={rate:.3f}")
+    assert rate <= 0.05
 
 
 # ------------------------------------------------------------------------------------- end to end

@@ -76,13 +76,14 @@ def write_pdf(path: Path) -> None:
     c.save()
 
 
-def render_text_image(text: str, width: int = 1200, size: int = 32) -> Any:
+def render_text_image(text: str, width: int = 1200, size: int = 32, font_index: int = 2) -> Any:
+    """``text`` drawn black on white; ``font_index`` in Noto Sans CJK: 0 ja, 1 ko, 2 zh-Hans, 3 zh-Hant."""
     from PIL import Image, ImageDraw, ImageFont
 
     fp = font_path()
     if fp is None:
         raise RuntimeError("no CJK font: pip install noto-cjk-sans-otc (or apt-get install fonts-noto-cjk)")
-    font = ImageFont.truetype(fp, size, index=2)  # index 2 of the collection: Simplified Chinese
+    font = ImageFont.truetype(fp, size, index=font_index)
     per_line = (width - 80) // size
     lines = _wrap(text, per_line)
     img = Image.new("RGB", (width, 80 + len(lines) * int(size * 1.6)), "white")
