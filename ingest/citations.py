@@ -46,10 +46,10 @@ def cite(spans: Sequence[Sequence[Any]], start: int, end: int) -> dict[str, Any]
         rows = [info for info in sheets if info["sheet"] == out["sheet"]]
         out["row_start"] = min(int(info.get("row_start", info.get("row", 0))) for info in rows)
         out["row_end"] = max(int(info.get("row_end", info.get("row", 0))) for info in rows)
-    sections = [(s, info["section"]) for s, _, info in hits if info.get("section")]
-    if sections:  # the innermost heading path in force at the chunk's start
-        at_start = [sec for s, sec in sections if s <= start] or [sections[0][1]]
-        out["section"] = list(max(at_start, key=len))
+    sections: list[tuple[int, list[str]]] = [(s, list(info["section"])) for s, _, info in hits if info.get("section")]
+    if sections:  # the heading path in force at the chunk's start (the latest span starting before it)
+        before = [(s, sec) for s, sec in sections if s <= start] or sections[:1]
+        out["section"] = max(before, key=lambda item: item[0])[1]
     for key in ("attachment", "speaker_notes"):
         if any(info.get(key) for _, _, info in hits):
             out[key] = next(info[key] for _, _, info in hits if info.get(key))

@@ -280,3 +280,16 @@ def test_engine_finds_the_right_page_slide_and_row(files: dict[str, Path], tmp_p
         assert engine.search("返品", principals=["group:other"], mode="keyword") == []  # children keep the ACL
     finally:
         engine.close()
+
+
+def test_cite_is_pure_and_picks_the_section_in_force() -> None:
+    spans = [
+        [0, 10, {"page": 1, "section": ["A", "A.1"]}],
+        [12, 30, {"page": 2, "section": ["B"]}],
+        [32, 40, {"page": 3}],
+    ]
+    assert cite(spans, 2, 8) == {"page": 1, "section": ["A", "A.1"]}
+    assert cite(spans, 14, 35) == {"page": 2, "page_end": 3, "section": ["B"]}
+    assert cite(spans, 5, 20) == {"page": 1, "page_end": 2, "section": ["A", "A.1"]}
+    assert cite(spans, 10, 12) == {"page": 1, "section": ["A", "A.1"]}  # only the separator: the span before
+    assert cite([], 0, 5) == {}

@@ -194,7 +194,10 @@ def _dedup(items: Iterator[Document | ReadFailure], seen: dict[str, str]) -> Ite
 
 def _reader(ext: str) -> Callable[[ReadContext], Iterable[Document | ReadFailure]]:
     module, func = _READERS[ext].split(":")
-    return getattr(importlib.import_module(f"cjkrag.ingest.readers.{module}"), func)  # type: ignore[no-any-return]
+    reader: Callable[[ReadContext], Iterable[Document | ReadFailure]] = getattr(
+        importlib.import_module(f"cjkrag.ingest.readers.{module}"), func
+    )
+    return reader
 
 
 def _read_file(ctx: ReadContext, defaults: Defaults) -> Iterator[Document | ReadFailure]:
