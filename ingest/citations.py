@@ -48,8 +48,8 @@ def cite(spans: Sequence[Sequence[Any]], start: int, end: int) -> dict[str, Any]
         out["row_end"] = max(int(info.get("row_end", info.get("row", 0))) for info in rows)
     sections: list[tuple[int, list[str]]] = [(s, list(info["section"])) for s, _, info in hits if info.get("section")]
     if sections:  # the heading path in force at the chunk's start (the latest span starting before it)
-        before = [(s, sec) for s, sec in sections if s <= start] or sections[:1]
-        out["section"] = max(before, key=lambda item: item[0])[1]
+        preceding = [(s, sec) for s, sec in sections if s <= start] or sections[:1]
+        out["section"] = max(preceding, key=lambda item: item[0])[1]
     for key in ("attachment", "speaker_notes"):
         if any(info.get(key) for _, _, info in hits):
             out[key] = next(info[key] for _, _, info in hits if info.get(key))
