@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from cjkrag.connectors.filters import validate_principal
 from cjkrag.errors import AccessError, FilterError
+from cjkrag.ingest.citations import chunk_metadata
 from cjkrag.types import Chunk, ChunkRecord, Document
 
 
@@ -81,7 +82,7 @@ def build_records(
             acl=list(doc.acl),
             deny=list(doc.deny),
             public=doc.public,
-            metadata=dict(doc.metadata),
+            metadata=chunk_metadata(doc, c),  # + page/slide/sheet/section of this chunk (citations)
             vector=[float(x) for x in vec],
             keywords=kw,
             doc_hash=doc_hash,

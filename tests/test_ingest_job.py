@@ -74,7 +74,7 @@ def test_default_acl_applies_to_files(fake_engine: Any, tmp_path: Path) -> None:
     rep = fake_engine.ingest([folder], acl=["group:eng"])
     assert rep.documents == 1
     rows = fake_engine.store.query(None, ["doc_id", "acl"])
-    assert [r["acl"] for r in rows if r["doc_id"] == "a.md"] == [["group:eng"]]
+    assert [r["acl"] for r in rows if r["doc_id"] == (folder / "a.md").resolve().as_posix()] == [["group:eng"]]
 
 
 def test_bad_documents_do_not_stop_the_job(fake_engine: Any, tmp_path: Path) -> None:
@@ -89,7 +89,7 @@ def test_bad_documents_do_not_stop_the_job(fake_engine: Any, tmp_path: Path) -> 
     failed_sources = " ".join(f.source for f in rep.failed)
     assert "binary.txt" in failed_sources and "missing.txt" in failed_sources
     assert all(f.error for f in rep.failures)
-    assert fake_engine.search("退货", principals=[], mode="keyword")[0].doc_id == "good.txt"
+    assert fake_engine.search("退货", principals=[], mode="keyword")[0].doc_id == (folder / "good.txt").resolve().as_posix()
 
 
 class FailingStore:

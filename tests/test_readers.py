@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ def test_legacy_cjk_encodings_are_detected(tmp_path: Path, text: str, encoding: 
     doc = _one(path)
     assert isinstance(doc, Document), doc
     assert doc.text == text
-    assert doc.id == path.name
+    assert doc.id == path.resolve().as_posix()
     assert doc.metadata["encoding"] != "utf-8"
 
 
@@ -116,31 +117,34 @@ def test_empty_and_whitespace_files_are_skipped(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------- paths & ids
 
 
-def test_folder_walk_is_recursive_sorted_and_ids_are_relative(tmp_path: Path) -> None:
+def test_folder_walk_is_recursive_sorted_and_ids_are_absolute_paths(tmp_path: Path) -> None:
     root = tmp_path / "kb"
     (root / "b" / "deep").mkdir(parents=True)
     (root / "a").mkdir()
     (root / "b" / "deep" / "z.md").write_text("# VPN 设置\n连接公司 VPN。", encoding="utf-8")
     (root / "a" / "y.txt").write_text(JA, encoding="utf-8")
     (root / "x.txt").write_text(KO, encoding="utf-8")
-    (root / "image.png").write_bytes(b"\x89PNG\r\n")
+    (root / "drawing.vsdx").write_bytes(b"PK\x03\x04")
     (root / ".git").mkdir()
     (root / ".git" / "config.txt").write_text("hidden", encoding="utf-8")
     items = list(iter_documents([root], default_acl=["group:eng"], default_public=False))
     docs = _docs(items)
-    assert [d.id for d in docs] == ["a/y.txt", "b/deep/z.md", "x.txt"]
+    assert [d.id for d in docs] == [(root / p).resolve().as_posix() for p in ("a/y.txt", "b/deep/z.md", "x.txt")]
+    assert [d.source for d in docs] == [str(root / p) for p in ("a/y.txt", "b/deep/z.md", "x.txt")]
+    kb = _docs(list(iter_documents([root], source_id="kb")))
+    assert [d.id for d in kb] == ["kb:a/y.txt", "kb:b/deep/z.md", "kb:x.txt"]
     assert all(d.acl == ("group:eng",) and not d.public for d in docs)
     assert docs[1].title == "VPN 设置"
     assert docs[0].title == "y"
     skipped = _fails(items)
-    assert [(f.kind, Path(f.source).name) for f in skipped] == [("skipped", "image.png")]
+    assert [(f.kind, Path(f.source).name) for f in skipped] == [("skipped", "drawing.vsdx")]
     assert ".txt" in skipped[0].fix
     # stable across runs
     assert [d.id for d in _docs(list(iter_documents([root])))] == [d.id for d in docs]
 
 
 def test_unknown_extension_given_explicitly_fails(tmp_path: Path) -> None:
-    path = tmp_path / "notes.docx"
+    path = tmp_path / "notes.odt"
     path.write_bytes(b"PK\x03\x04")
     fail = _one(path)
     assert isinstance(fail, ReadFailure) and fail.kind == "failed"
@@ -162,14 +166,28 @@ def test_too_big_file_fails_with_fix(tmp_path: Path) -> None:
     assert "limit" in fail.error and "max_bytes" in fail.fix
 
 
-def test_duplicate_ids_across_roots_fail(tmp_path: Path) -> None:
+def test_same_relative_path_in_two_folders_gets_two_ids(tmp_path: Path) -> None:
     for sub in ("one", "two"):
         (tmp_path / sub).mkdir()
         (tmp_path / sub / "faq.md").write_text(f"# {sub}\n内容", encoding="utf-8")
-    items = list(iter_documents([tmp_path / "one", tmp_path / "two"]))
-    assert [d.id for d in _docs(items)] == ["faq.md"]
+    one = _docs(list(iter_documents([tmp_path / "one"])))
+    two = _docs(list(iter_documents([tmp_path / "two"])))
+    assert [d.id for d in one] == [(tmp_path / "one" / "faq.md").resolve().as_posix()]
+    assert one[0].id != two[0].id  # ingesting b/ after a/ no longer replaces a/faq.md
+    # a relative path given from another working directory resolves to the same id
+    assert [d.id for d in _docs(list(iter_documents([Path(os.path.relpath(tmp_path / "one"))])))] == [one[0].id]
+    # under one namespace the same relative path is one id: the second is reported, not silently kept
+    items = list(iter_documents([tmp_path / "one", tmp_path / "two"], source_id="kb"))
+    assert [d.id for d in _docs(items)] == ["kb:faq.md"]
     (fail,) = _fails(items)
-    assert "duplicate" in fail.error and fail.source.endswith("two/faq.md")
+    assert "duplicate" in fail.error and fail.source.endswith("two/faq.md") and "--source-id" in fail.fix
+
+
+@pytest.mark.parametrize("bad", ["", "a b", "kb:x", "../kb", "x" * 65, "-kb"])
+def test_invalid_source_id_is_refused(tmp_path: Path, bad: str) -> None:
+    (tmp_path / "a.txt").write_text("内容", encoding="utf-8")
+    with pytest.raises(InputError, match="source id"):
+        list(iter_documents([tmp_path], source_id=bad))
 
 
 # ------------------------------------------------------------------------------------------ html
