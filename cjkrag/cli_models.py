@@ -132,6 +132,51 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
         out.print(f"{summary['train']} training pairs, {summary['heldout']} held-out pairs, "
                   f"{summary['distractors']} distractors -> {out_dir}", highlight=False)
 
+    @models_app.command("optimize")
+    def models_optimize(
+        model: Annotated[str, typer.Argument(help="Embedder to speed up: bundled:multilingual-e5-small, a folder or an id.")],
+        eval_sets: EvalOpt,
+        backend: Annotated[str, typer.Option(help="onnx (ONNX Runtime). openvino is not available in this build.")] = "onnx",
+        quantize: Annotated[str | None, typer.Option(help="int8: dynamic int8 weights (per channel).")] = None,
+        out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder (default ./optimized/<name>-<backend>[-int8]).")] = None,
+        tolerance: Annotated[float, typer.Option(help="Allowed nDCG@10 loss per set.")] = 0.01,
+        max_queries: Annotated[int | None, typer.Option(help="Evaluate the first N queries of each set.")] = None,
+        speed_texts: Annotated[int, typer.Option(help="Texts for the throughput table (taken from the first set).")] = 200,
+    ) -> None:
+        """Export a faster CPU build, gate it against the torch model, and print chunks/s and query latency."""
+        import json as _json
+
+        from cjkrag.pipeline.models.optimize import BackendEmbedder, export_onnx, throughput
+        from cjkrag.pipeline.models.pairs import load_eval_set
+
+        if backend != "onnx":
+            raise _fail(CjkragError(f"--backend {backend!r}: only onnx is available here (openvino: not installed; "
+                                    "optimum-intel pins an older transformers)"))
+        name = Path(model).name.replace(":", "-")
+        target = out_dir or Path("optimized") / f"{name}-{backend}{'-' + quantize if quantize else ''}"
+        try:
+            export_onnx(model, target, quantize=quantize)
+            report = _gate(str(target), eval_sets, model, "embedder", BUNDLED, tolerance, max_queries, "cpu", backend, None)
+            first = load_eval_set(eval_sets[0], max_queries=max_queries)
+            passages = [d.text for d in first.corpus.values()][:speed_texts]
+            queries = list(first.queries.values())[: max(10, speed_texts // 4)]
+            from cjkrag.ingest.embedding.loader import load_embedder
+
+            rows = {"torch": throughput(load_embedder(model, device="cpu"), passages, queries),
+                    backend + ("-" + quantize if quantize else ""): throughput(BackendEmbedder(str(target)), passages, queries)}
+        except CjkragError as exc:
+            raise _fail(exc) from None
+        out.print(f"throughput on this CPU ({len(passages)} passages, {len(queries)} single queries):", highlight=False)
+        for label, r in rows.items():
+            out.print(f"  {label:12s} {r['chunks_per_s']:8.1f} chunks/s   query p50 {r['query_p50_ms']:.1f} ms  "
+                      f"p95 {r['query_p95_ms']:.1f} ms", highlight=False)
+        (target / "throughput.json").write_text(_json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+        faster = list(rows.values())[1]["chunks_per_s"] > rows["torch"]["chunks_per_s"]
+        verdict = "passes the gate and is faster" if report["passed"] and faster else "NOT recommended"
+        out.print(f"{target}: {verdict}", highlight=False)
+        if not report["passed"]:
+            raise typer.Exit(1)
+
     def _train(kind: str, pairs: Path | None, clicks: Path | None, config: Path | None, base: str, out_dir: Path | None,
                hard_negatives: str, cfg: Any, eval_sets: list[Path] | None, gate: bool) -> None:
         from cjkrag.pipeline.models import finetune as ft

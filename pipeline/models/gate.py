@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TOLERANCE = 0.01
 GATE_VERSION = 1
+#: files in a model folder that are about the model, not part of it
+_NOT_MODEL = frozenset({"gate.json", "cjkrag-finetune.json", "throughput.json"})
 
 
 # ---------------------------------------------------------------------------------------------- stats
@@ -77,12 +79,15 @@ def model_key(ref: str) -> str:
 
         return f"bundled-e5-small-c{CONVERTER_VERSION}"
     p = Path(ref).expanduser()
-    if p.is_dir():
+    if p.is_dir():  # content hash: a copy keeps its key, retraining in place changes it
         h = hashlib.sha256()
         for f in sorted(p.rglob("*")):
-            if f.is_file() and f.suffix in (".safetensors", ".bin", ".onnx", ".xml", ".json", ".pt") and "checkpoint" not in f.parts[-2]:
-                st = f.stat()
-                h.update(f"{f.relative_to(p)}|{st.st_size}|{st.st_mtime_ns}".encode())
+            rel = f.relative_to(p)
+            if f.is_file() and f.name not in _NOT_MODEL and not rel.parts[0].startswith("checkpoint-"):
+                h.update(str(rel).encode() + b"\x00")
+                with f.open("rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        h.update(block)
         return f"{p.name}-{h.hexdigest()[:12]}"
     return "hub-" + hashlib.sha256(ref.encode()).hexdigest()[:12]
 
