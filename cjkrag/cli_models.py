@@ -45,13 +45,13 @@ def _config(config: Path | None) -> Any:
 
 
 def _gate(candidate: str, sets: list[Path], base: str, kind: str, embedder: str, tolerance: float, max_queries: int | None,
-          device: str, backend: str, gate_out: Path | None) -> dict[str, Any]:
+          device: str, backend: str, gate_out: Path | None, rerank_depth: int = 20) -> dict[str, Any]:
     from cjkrag.pipeline.models.gate import format_gate, run_gate, write_gate
     from cjkrag.pipeline.models.pairs import load_eval_set
 
     loaded = [load_eval_set(p, max_queries=max_queries) for p in sets]
     report = run_gate(candidate, loaded, base=base, kind=kind, embedder=embedder, tolerance=tolerance, device=device,
-                      candidate_backend=backend, progress=err.is_terminal)
+                      candidate_backend=backend, progress=err.is_terminal, rerank_depth=rerank_depth)
     out.print(format_gate(report), highlight=False, soft_wrap=True)
     target = gate_out or (Path(candidate) / "gate.json" if Path(candidate).is_dir() else Path("gate.json"))
     write_gate(report, target)
@@ -77,6 +77,7 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
         device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
         backend: Annotated[str, typer.Option(help="Candidate runtime: torch, onnx or openvino (an optimized build).")] = "torch",
         gate_out: Annotated[Path | None, typer.Option("--out", help="Where to write gate.json (default: CANDIDATE/gate.json).")] = None,
+        rerank_depth: Annotated[int, typer.Option(min=1, help="Dense hits a reranker candidate reorders.")] = 20,
     ) -> None:
         """Score CANDIDATE against BASE on the same sets: nDCG@10 side by side, per-query win/loss, sign test.
 
@@ -84,7 +85,8 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
         `cjkrag eval` stays the store path (chunking, hybrid, filters). Exit code 1 when the candidate lost.
         """
         try:
-            report = _gate(candidate, eval_sets, base, kind, embedder, tolerance, max_queries, device, backend, gate_out)
+            report = _gate(candidate, eval_sets, base, kind, embedder, tolerance, max_queries, device, backend, gate_out,
+                           rerank_depth)
         except CjkragError as exc:
             raise _fail(exc) from None
         if not report["passed"]:

@@ -154,3 +154,27 @@ def test_promote_without_gate_is_refused(tmp_path: Path) -> None:
     model = _model(tmp_path)
     with pytest.raises(GateRefused, match="no gate report"):
         promote(str(model), tmp_path / "data")
+
+
+def test_cli_pairs_and_promote_refusal(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cjkrag.cli import app
+
+    src = tmp_path / "pairs.data"
+    src.write_text("".join(f"问{i}\t答{i}\t1\n" for i in range(50)) + "无关\t别的\t0\n", encoding="utf-8")
+    runner = CliRunner()
+    res = runner.invoke(app, ["models", "pairs", str(src), "--out", str(tmp_path / "out"), "--heldout", "0.3"])
+    assert res.exit_code == 0, res.output
+    train = read_pairs(tmp_path / "out" / "train.jsonl")
+    held = read_pairs(tmp_path / "out" / "heldout.jsonl")
+    assert len(train) + len(held) == 50 and held
+    assert (tmp_path / "out" / "heldout-beir" / "qrels" / "test.tsv").is_file()
+
+    model = _model(tmp_path)
+    _gate_for(model, lost=True)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data_dir: {tmp_path / 'data'}\n", encoding="utf-8")
+    res = runner.invoke(app, ["models", "promote", str(model), "--config", str(cfg)])
+    assert res.exit_code == 1 and "lost on the gate" in res.output
+    assert "refused" in (tmp_path / "data" / "models" / "promotions.jsonl").read_text()
