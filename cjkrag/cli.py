@@ -200,7 +200,7 @@ def query(
         out.print(f"    [dim]{stages}[/]", highlight=False)
 
 
-models_app = typer.Typer(help="Prepare embedding models (the bundled default is converted once into a cache).",
+models_app = typer.Typer(help="Prepare, gate, promote and optimize models (the bundled default is converted once into a cache).",
                          no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
@@ -217,6 +217,11 @@ def models_prepare(
     except CjkragError as exc:
         raise _fail(exc) from None
     out.print(f"bundled model ready: {path}", highlight=False)
+
+
+from cjkrag.cli_models import register as _register_models  # noqa: E402  (gate, promote, finetune, optimize)
+
+_register_models(app, models_app)
 
 
 @keys_app.command("create")
