@@ -30,7 +30,8 @@ def test_normalize_access_trims_nfc_dedupes_and_keeps_order() -> None:
     ("deny", ("u" * 300,), r"deny\[0\].*300 characters"),
 ])  # fmt: skip
 def test_bad_entries_name_the_document_and_the_entry(field: str, entries: tuple[Any, ...], fragment: str) -> None:
-    doc = Document(id="faq-7", text="x", acl=("group:a",), source="faq.jsonl:7", **{field: entries})
+    lists: dict[str, Any] = {"acl": ("group:a",), field: entries}
+    doc = Document(id="faq-7", text="x", source="faq.jsonl:7", **lists)
     with pytest.raises(AccessError, match=fragment) as info:
         normalize_access(doc)
     assert "'faq-7'" in str(info.value) and "faq.jsonl:7" in str(info.value)

@@ -144,7 +144,7 @@ def test_not_resolution_only_within_the_visible_set(world: tuple[TestClient, Any
 
 def test_not_resolution_runs_once_per_hybrid_query(world: tuple[TestClient, Any],
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    client, engine = world
+    client, _ = world
     seen: list[str] = []
     real = store_mod.MilvusStore._matching_ids
 
@@ -164,8 +164,8 @@ HOSTILE: list[Any] = [
     {"operator": "NOT", "conditions": [{"field": "metadata.tags", "operator": "contains_any", "value": ["a"]}]},
     {"field": "metadata.rank", "operator": "exists", "value": True},
     {"operator": "NOT", "conditions": [{"field": "deny", "operator": "contains_any", "value": ["user:bob"]}]},
-    {"operator": "NOT", "conditions": [{"field": "acl", "operator": "contains_any",
-                                        "value": [f"g{i}" * 60 for i in range(200)]}]},  # fmt: skip
+    {"operator": "NOT", "conditions": [
+        {"field": "acl", "operator": "contains_any", "value": [f"g{i}" * 60 for i in range(200)]}]},
     {"field": "title", "operator": "==", "value": "\"') or (1==1 || public == true"},
     {"field": "title", "operator": "==", "value": "a\nb"},
     {"field": "title", "operator": "==", "value": "a\\"},
@@ -238,7 +238,7 @@ def test_http_fuzz_against_the_reference(world: tuple[TestClient, Any], caplog: 
     checked against the exact visible set of an independent rule; the defensive post-check never fires."""
     from cjkrag.pipeline.search import post_check_drops
 
-    client, engine = world
+    client, _ = world
     docs = {d["id"]: d for d in DOCS + GHOSTS}
 
     def norm(p: str) -> str:
@@ -252,9 +252,10 @@ def test_http_fuzz_against_the_reference(world: tuple[TestClient, Any], caplog: 
     pool = sorted({p for ps in KEYS.values() for p in ps} | {"group:ghost", "group:hr", "user:nobody", JOSE_NFD})
     rng = random.Random(20261202)
     drops = post_check_drops()
-    n = 0
+    requests = 0
     with caplog.at_level(logging.ERROR, logger="cjkrag.search"):
-        for n in range(1, 2101):
+        for _ in range(2100):
+            requests += 1
             key = rng.choice(list(KEYS))
             held = {norm(p) for p in KEYS[key]}
             body: dict[str, Any] = {"query": "".join(rng.sample(WORDS, rng.randint(1, 3))) + "密码重置",
@@ -274,5 +275,5 @@ def test_http_fuzz_against_the_reference(world: tuple[TestClient, Any], caplog: 
             got = [h["doc_id"] for h in r.json()["hits"]]
             assert set(got) <= expected, (key, body, set(got) - expected)
             assert len(got) == min(body["top_k"], len(expected)), (key, body, got, expected)
-    assert n >= 2000
+    assert requests >= 2000
     assert post_check_drops() == drops and "post-check" not in caplog.text

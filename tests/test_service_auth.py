@@ -411,7 +411,7 @@ def test_one_request_costs_at_most_one_pbkdf2_derivation(tmp_path: Path, monkeyp
 def test_generated_keys_embed_a_key_id() -> None:
     from cjkrag.service.auth import key_id_of
 
-    key, digest = generate_api_key()
+    key, _ = generate_api_key()
     kid = key_id_of(key)
     assert kid is not None and key.startswith(f"cjk_{kid}_") and len(kid) == 12
     assert key_id_of("sk-plain") is None
