@@ -1,4 +1,4 @@
-"""ACL fuzz over the real Milvus Lite engine: no hit is ever invisible to the caller, and the access
+"""ACL fuzz over every engine that runs here (Milvus Lite, Qdrant edge, Qdrant local mode): no hit is ever invisible to the caller, and the access
 filter is a pre-filter (the best visible chunks come back, none lost to post-filtering).
 
 >= 2,000 generated queries (hypothesis) across the three query modes.
@@ -49,9 +49,20 @@ def make_docs(seed: int = 7) -> list[dict[str, Any]]:
     return docs
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, dict[str, dict[str, Any]]]]:
-    engine = make_engine(Path(tmp_path_factory.mktemp("aclfuzz")), retrieval={"candidates": 50})
+BACKENDS: dict[str, dict[str, Any]] = {  # every engine that runs here
+    "milvus-lite": {},
+    "qdrant-edge": {"store": {"backend": "qdrant", "qdrant": {"mode": "edge"}}},
+    "qdrant-local": {"store": {"backend": "qdrant", "qdrant": {"mode": "local"}}},
+}
+
+
+@pytest.fixture(scope="module", params=list(BACKENDS))
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Any, dict[str, dict[str, Any]]]]:
+    engine = make_engine(
+        Path(tmp_path_factory.mktemp("aclfuzz")), retrieval={"candidates": 50}, **BACKENDS[request.param]
+    )
     docs = make_docs()
     rep = engine.ingest(docs)
     assert rep.documents == N_DOCS and not rep.failures

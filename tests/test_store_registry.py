@@ -50,7 +50,7 @@ def test_qdrant_paths_resolve_under_the_data_dir(tmp_path: Path) -> None:
 
 
 def test_weaviate_is_refused_clearly() -> None:
-    with pytest.raises(ConfigError, match="weaviate.*not the store adapter yet"):
+    with pytest.raises(ConfigError, match=r"weaviate.*not the store adapter yet"):
         registry.create_store(load_config({"store": {"backend": "weaviate"}}))
 
 
@@ -82,7 +82,7 @@ def test_entry_point_plugins_are_found_and_cannot_shadow_builtins(monkeypatch: p
     assert registry.create_store(cfg) == "a third-party store"  # type: ignore[comparison-overlap]
     assert made[0].store.options == {"x": 1}
     assert registry.factory("milvus").__module__ == "cjkrag.connectors.milvus.factory"
-    with pytest.raises(ConfigError, match="broken.*cannot be loaded"):
+    with pytest.raises(ConfigError, match=r"broken.*cannot be loaded"):
         registry.factory("broken")
 
 
@@ -115,7 +115,7 @@ def test_paired_store_writes_both_and_reports_either_failure() -> None:
 
     vector, keyword = Side(), Side(fail=True)
     paired = PairedStore(vector, keyword)  # type: ignore[arg-type]
-    with pytest.raises(StoreError, match="keyword store.*es down"):
+    with pytest.raises(StoreError, match=r"keyword store.*es down"):
         paired.upsert([object()])  # type: ignore[list-item]
     assert vector.calls == [("upsert", 1)] and keyword.calls == [("upsert", 1)]
     paired.delete(ids=["a"])

@@ -36,9 +36,10 @@ META_FILE = "cjkrag-collection.json"
 class ClientEngine:
     """qdrant-client (server, or local mode)."""
 
-    def __init__(self, client: Any, collection: str) -> None:
+    def __init__(self, client: Any, collection: str, *, local: bool = False) -> None:
         from qdrant_client import models
 
+        self.local = local  # local mode ignores payload indexes (and warns): none are made there
         self.c = client
         self.m = models
         self.collection = collection
@@ -59,7 +60,7 @@ class ClientEngine:
             metadata={"cjkrag": meta},
         )
         kinds = {"keyword": m.PayloadSchemaType.KEYWORD, "bool": m.PayloadSchemaType.BOOL}
-        for field, kind in indexes.items():
+        for field, kind in {} if self.local else indexes.items():
             self.c.create_payload_index(self.collection, field, field_schema=kinds[kind], wait=True)
 
     def drop(self) -> None:

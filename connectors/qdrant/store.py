@@ -163,7 +163,7 @@ class QdrantStore:
                 f"cannot connect to Qdrant at {self.uri!r} within {CONNECT_TIMEOUT_S} s: {type(exc).__name__}: "
                 f"{exc}; start Qdrant (`docker compose up qdrant`) or fix store.qdrant.url / mode"
             ) from exc
-        return ClientEngine(client, self.collection)
+        return ClientEngine(client, self.collection, local=self.mode == "local")
 
     def _e(self) -> ClientEngine | EdgeEngine:
         if self._engine is None:

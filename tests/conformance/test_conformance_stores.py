@@ -1,8 +1,9 @@
 """The conformance suite (``tests/conformance/base.py``) on every engine that runs here, one fixture each.
 
 Milvus Lite 2.5.1 (the C++ engine, one Lite file per test), Qdrant edge (qdrant-edge-py, Qdrant's Rust
-engine in-process) and Qdrant local mode (qdrant-client, on disk). Weaviate and Elasticsearch run when their
-servers are given (``WEAVIATE_URL`` / ``ES_URL``) and are skipped with that reason otherwise.
+engine in-process) and Qdrant local mode (qdrant-client, on disk). A Qdrant server and Elasticsearch run when
+given (``QDRANT_URL`` / ``ES_URL``, e.g. the compose.yaml services) and are skipped with that reason
+otherwise. Weaviate has no store adapter yet (its schema verification is unit-tested in test_store_schemas).
 """
 
 from __future__ import annotations
@@ -80,3 +81,14 @@ class TestQdrantServer(StoreConformance):
 
         name = f"conf_{uuid.uuid4().hex[:10]}"
         return lambda: QdrantStore(name, mode="server", url=url, bm25_avgdl=QDRANT_TEST_AVGDL)
+
+
+@pytest.mark.integration
+class TestElasticsearchServer(StoreConformance):
+    @pytest.fixture
+    def make_store(self) -> MakeStore:
+        url = _server("ES_URL")
+        from cjkrag.connectors.elasticsearch.store import ElasticsearchStore
+
+        name = f"conf_{uuid.uuid4().hex[:10]}"
+        return lambda: ElasticsearchStore(url, name, api_key=os.environ.get("ES_API_KEY"))
