@@ -19,6 +19,14 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from cjkrag.connectors.checks import (
+    check_delete,
+    check_dim,
+    check_query,
+    check_terms,
+    check_top_k,
+    check_vector_dim,
+)
 from cjkrag.connectors.elasticsearch import schema
 from cjkrag.connectors.elasticsearch.filters import translate
 from cjkrag.errors import ConfigError, StoreError, StoreUnavailable, missing
@@ -139,8 +147,7 @@ class ElasticsearchStore:
         return self._dim
 
     def ensure_collection(self, dim: int) -> None:
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise StoreError(f"vector dimension must be a positive int, got {dim!r}")
+        check_dim(dim)
         mappings = self._mappings()
         if mappings is None:
             body = schema.index_body(dim, self.settings(dim), int8_hnsw=self.int8_hnsw)
@@ -200,10 +207,7 @@ class ElasticsearchStore:
         self._bulk(schema.index_actions(self.index, list(latest.values())))
 
     def delete(self, ids: Sequence[str] | None = None, filters: FilterNode | None = None) -> None:
-        if ids is None and filters is None:
-            raise StoreError("delete() needs ids or filters; to remove everything use drop_collection()")
-        if isinstance(ids, str):
-            raise StoreError("delete(ids=...) takes a list of chunk ids, not one string")
+        check_delete(ids, filters)
         if self._ready_dim() is None:
             return
         flt = translate(filters)
@@ -220,10 +224,6 @@ class ElasticsearchStore:
         )  # fmt: skip
 
     # -- reads ------------------------------------------------------------------------------------------------
-    def _check_top_k(self, top_k: int) -> None:
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1 or top_k > MAX_TOP_K:
-            raise StoreError(f"top_k must be an int from 1 to {MAX_TOP_K}, got {top_k!r}")
-
     def _hits(self, response: Any, dense: bool) -> list[StoredHit]:
         from cjkrag.types import StoredHit
 
@@ -243,27 +243,21 @@ class ElasticsearchStore:
     def search_dense(
         self, vector: Sequence[float], top_k: int, filters: FilterNode | None
     ) -> list[StoredHit]:
-        self._check_top_k(top_k)
+        check_top_k(top_k, MAX_TOP_K)
         flt = translate(filters)
         dim = self._ready_dim()
         if dim is None:
             return []
-        if len(vector) != dim:
-            raise StoreError(f"query vector has {len(vector)} dimensions, index {self.index!r} has {dim}")
+        check_vector_dim(len(vector), dim, f"index {self.index!r}")
         c = self._c()
         return self._hits(
             self._call("search", c.search, index=self.index, **schema.knn_body(vector, top_k, flt)), True
         )
 
     def search_keyword(self, terms: Sequence[str], top_k: int, filters: FilterNode | None) -> list[StoredHit]:
-        self._check_top_k(top_k)
-        bad = [t for t in terms if not isinstance(t, str) or any(ch.isspace() for ch in t)]
-        if bad:
-            raise StoreError(
-                f"keyword query terms {bad!r} are not whitespace-free strings: pass the analyzer's tokens"
-            )
+        check_top_k(top_k, MAX_TOP_K)
+        tokens = check_terms(terms)
         flt = translate(filters)
-        tokens = [t for t in terms if t]
         if not tokens or self._ready_dim() is None:
             return []
         c = self._c()
@@ -274,17 +268,10 @@ class ElasticsearchStore:
     def query(
         self, filters: FilterNode | None, fields: Sequence[str], limit: int = 16384
     ) -> list[dict[str, object]]:
-        unknown = [f for f in fields if f not in schema.SOURCE_FIELDS]
-        if unknown:
-            raise StoreError(
-                f"query fields {unknown} are not stored; choose from {sorted(schema.SOURCE_FIELDS)}"
-            )
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise StoreError(f"query limit must be a positive int, got {limit!r}")
+        output = check_query(fields, schema.SOURCE_FIELDS, limit)
         flt = translate(filters)
         if self._ready_dim() is None:
             return []
-        output = ["chunk_id", *[f for f in fields if f != "chunk_id"]]
         c = self._c()
         rows: list[dict[str, object]] = []
         after: list[Any] | None = None

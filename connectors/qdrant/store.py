@@ -28,6 +28,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from cjkrag.connectors.checks import (
+    check_delete,
+    check_dim,
+    check_query,
+    check_terms,
+    check_top_k,
+    check_vector_dim,
+)
 from cjkrag.connectors.qdrant.engines import DENSE, SPARSE, ClientEngine, EdgeEngine, Point
 from cjkrag.connectors.qdrant.filters import translate
 from cjkrag.connectors.qdrant.sparse import SPARSE_SCHEME, document_vector, query_vector
@@ -241,8 +249,7 @@ class QdrantStore:
         return self._dim
 
     def ensure_collection(self, dim: int) -> None:
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise StoreError(f"vector dimension must be a positive int, got {dim!r}")
+        check_dim(dim)
         with self._lock:
             e = self._e()
             if self._call("collection_exists", e.exists):
@@ -293,10 +300,7 @@ class QdrantStore:
             self._call("upsert", lambda b=batch: e.upsert(b))  # type: ignore[misc]
 
     def delete(self, ids: Sequence[str] | None = None, filters: FilterNode | None = None) -> None:
-        if ids is None and filters is None:
-            raise StoreError("delete() needs ids or filters; to remove everything use drop_collection()")
-        if isinstance(ids, str):
-            raise StoreError("delete(ids=...) takes a list of chunk ids, not one string")
+        check_delete(ids, filters)
         if self._ready_dim() is None:
             return
         e = self._e()
@@ -316,12 +320,6 @@ class QdrantStore:
                 self._call("delete", lambda f=both: e.delete_filter(f))  # type: ignore[misc]
 
     # -- reads ---------------------------------------------------------------------------------------------------
-    def _check_top_k(self, top_k: int) -> None:
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise StoreError(f"top_k must be a positive int, got {top_k!r}")
-        if top_k > MAX_TOP_K:
-            raise StoreError(f"top_k={top_k} is over this adapter's limit of {MAX_TOP_K}: ask for fewer hits")
-
     def _hits(self, rows: list[tuple[float, dict[str, Any]]]) -> list[StoredHit]:
         from cjkrag.types import StoredHit
 
@@ -330,31 +328,23 @@ class QdrantStore:
     def search_dense(
         self, vector: Sequence[float], top_k: int, filters: FilterNode | None
     ) -> list[StoredHit]:
-        self._check_top_k(top_k)
+        check_top_k(top_k, MAX_TOP_K)
         flt = translate(filters)
         dim = self._ready_dim()
         if dim is None:
             return []
         query = [float(x) for x in vector]
-        if len(query) != dim:
-            raise StoreError(
-                f"query vector has {len(query)} dimensions, collection {self.collection!r} has {dim}: "
-                "search with the embedding model the collection was built with"
-            )
+        check_vector_dim(len(query), dim, f"collection {self.collection!r}")
         e = self._e()
         return self._hits(
             self._call("search", lambda: e.search(query, DENSE, top_k, flt, list(PAYLOAD_FIELDS)))
         )
 
     def search_keyword(self, terms: Sequence[str], top_k: int, filters: FilterNode | None) -> list[StoredHit]:
-        self._check_top_k(top_k)
-        bad = [t for t in terms if not isinstance(t, str) or any(c.isspace() for c in t)]
-        if bad:
-            raise StoreError(
-                f"keyword query terms {bad!r} are not whitespace-free strings: pass the analyzer's tokens"
-            )
+        check_top_k(top_k, MAX_TOP_K)
+        tokens = check_terms(terms)
         flt = translate(filters)
-        indices, values = query_vector(list(terms))
+        indices, values = query_vector(tokens)
         if not indices or self._ready_dim() is None:
             return []
         e = self._e()
@@ -366,17 +356,10 @@ class QdrantStore:
     def query(
         self, filters: FilterNode | None, fields: Sequence[str], limit: int = 16384
     ) -> list[dict[str, object]]:
-        unknown = [f for f in fields if f not in PAYLOAD_FIELDS]
-        if unknown:
-            raise StoreError(
-                f"query fields {unknown} are not stored in Qdrant; choose from {sorted(PAYLOAD_FIELDS)}"
-            )
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise StoreError(f"query limit must be a positive int, got {limit!r}")
+        output = check_query(fields, PAYLOAD_FIELDS, limit)
         flt = translate(filters)
         if self._ready_dim() is None:
             return []
-        output = ["chunk_id", *[f for f in fields if f != "chunk_id"]]
         e = self._e()
         rows: list[dict[str, object]] = []
         offset: Any = None
