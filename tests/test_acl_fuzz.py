@@ -107,9 +107,11 @@ def test_no_leak_and_no_loss_in_every_mode(world: tuple[Any, dict[str, dict[str,
             assert len(hits) == min(top_k, n_visible_matches)
             continue
         ref = _reference(engine, mode, query, pset, docs, top_k + 1)
-        got_scores = [round(h.score, 4) for h in hits]
-        assert got_scores == [round(s, 4) for _, s in ref[:top_k]], f"{mode}: pre-filter lost visible matches"
-        boundary_tie = len(ref) > top_k and round(ref[top_k - 1][1], 4) == round(ref[top_k][1], 4)
+        # approx, not round(): a filtered and an unfiltered search may differ in the last float bits
+        # (Qdrant local mode), and rounding both to 4 places can then fall on either side of a boundary
+        got_scores = [h.score for h in hits]
+        assert got_scores == pytest.approx([s for _, s in ref[:top_k]], abs=1e-4), f"{mode}: pre-filter lost visible matches"
+        boundary_tie = len(ref) > top_k and abs(ref[top_k - 1][1] - ref[top_k][1]) < 1e-4
         if not boundary_tie:
             assert {h.chunk_id for h in hits} == {cid for cid, _ in ref[:top_k]}
 
