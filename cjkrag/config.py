@@ -26,11 +26,50 @@ class _Strict(BaseModel):
 class MilvusConfig(_Strict):
     uri: str = "milvus.db"
     token: str | None = None
+    #: name of the environment variable holding the token (preferred over ``token``: never written out)
+    token_env: str | None = None
+
+
+class QdrantConfig(_Strict):
+    """``mode``: ``edge`` (qdrant-edge-py, Qdrant's Rust engine in-process: the fast embedded default),
+    ``local`` (qdrant-client's pure-Python local mode; ``path: ":memory:"`` for tests) or ``server``."""
+
+    mode: Literal["edge", "local", "server"] = "edge"
+    path: str = "qdrant"  # edge/local: a folder, relative to data_dir
+    url: str | None = None  # server: http(s)://host:6333
+    prefer_grpc: bool = False
+    api_key_env: str = "QDRANT_API_KEY"
+    #: BM25's average document length in analyzer tokens (fixed: Qdrant's IDF modifier keeps df, not lengths)
+    bm25_avgdl: float = Field(256.0, gt=0)
+
+
+class WeaviateConfig(_Strict):
+    url: str = "http://localhost:8080"
+    grpc_port: int = Field(50051, ge=1, le=65535)
+    api_key_env: str = "WEAVIATE_API_KEY"
+
+
+class ElasticsearchConfig(_Strict):
+    url: str = "http://localhost:9200"
+    api_key_env: str = "ES_API_KEY"
+    #: ``wait_for``: a write returns once searchable (ingestion re-reads what it wrote); ``false``: faster bulk
+    refresh: Literal["wait_for", "false", "true"] = "wait_for"
+    #: int8-quantized HNSW (4x less memory, slightly lower recall) instead of float HNSW
+    int8_hnsw: bool = False
 
 
 class StoreConfig(_Strict):
-    backend: Literal["milvus"] = "milvus"
+    #: a built-in backend (milvus, qdrant, weaviate, elasticsearch) or one registered by a package under
+    #: the ``cjkrag.stores`` entry-point group; checked when the store is opened (``connectors.registry``)
+    backend: str = Field("milvus", pattern=r"^[a-z][a-z0-9_+-]{0,63}$")
+    #: pair the vector store with Elasticsearch for the keyword side (ingestion writes and deletes both)
+    keyword_backend: Literal["elasticsearch"] | None = None
     milvus: MilvusConfig = Field(default_factory=MilvusConfig)
+    qdrant: QdrantConfig = Field(default_factory=QdrantConfig)
+    weaviate: WeaviateConfig = Field(default_factory=WeaviateConfig)
+    elasticsearch: ElasticsearchConfig = Field(default_factory=ElasticsearchConfig)
+    #: settings of a third-party backend (its factory validates them)
+    options: dict[str, Any] = Field(default_factory=dict)
 
 
 class EmbeddingConfig(_Strict):
@@ -107,6 +146,16 @@ class Config(_Strict):
             return uri
         path = Path(uri).expanduser()
         return str(path if path.is_absolute() else self.resolved_data_dir() / path)
+
+    def data_path(self, path: str) -> Path:
+        """A store file/folder path: absolute as is, relative ones under the data dir."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.resolved_data_dir() / p
+
+    def analyzer_tag(self) -> str:
+        """The analyzer settings a collection's keywords were made with (stored with the collection)."""
+        a = self.analyzer
+        return f"bigrams={a.bigrams},t2s={a.traditional_to_simplified},stop={a.stopwords}"
 
 
 def _default_dict() -> dict[str, Any]:

@@ -65,13 +65,9 @@ class Engine:
     def store(self) -> VectorStore:
         with self._lock:
             if self._store is None:
-                from cjkrag.connectors.milvus.store import MilvusStore
+                from cjkrag.connectors.registry import open_store
 
-                uri = self.config.milvus_uri()
-                if "://" not in uri:
-                    Path(uri).parent.mkdir(parents=True, exist_ok=True)
-                store = MilvusStore(uri, self.config.collection, token=self.config.store.milvus.token)
-                store.warm_up()
+                store = open_store(self.config)  # the backend named by store.backend; warm_up() done
                 self._store = store
             return self._store
 
@@ -179,8 +175,7 @@ class Engine:
         return report
 
     def analyzer_tag(self) -> str:
-        a = self.config.analyzer
-        return f"bigrams={a.bigrams},t2s={a.traditional_to_simplified},stop={a.stopwords}"
+        return self.config.analyzer_tag()
 
     def _documents(
         self, sources: Source | Iterable[Source], *, acl: tuple[str, ...], deny: tuple[str, ...], public: bool

@@ -1,6 +1,6 @@
 """Injection corpus: every value / principal either matches exactly the records holding that very string, or
 is refused with FilterError; it never widens a filter. Milvus Lite and Qdrant (local mode) run the filters
-for real; for Weaviate and Elasticsearch the value must sit in the translation as a value, never as syntax."""
+for real (Qdrant also through QdrantStore on qdrant-edge-py and local mode); for Weaviate and Elasticsearch the value must sit in the translation as a value, never as syntax."""
 
 from __future__ import annotations
 
@@ -186,6 +186,32 @@ def test_qdrant_values_are_values(qdrant_local: Any, value: str) -> None:
     for node in nodes:
         got = [p.id for p in qdrant_local.scroll("i", scroll_filter=translate(node), limit=1000)[0]]
         assert sorted(got) == [i for i, r in enumerate(RECORDS) if evaluate(node, r)], node
+
+
+@pytest.fixture(scope="module", params=["edge", "local"])
+def qdrant_store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The same records through QdrantStore, on qdrant-edge-py and on qdrant-client's local mode."""
+    from cjkrag.connectors.qdrant.store import QdrantStore
+    from cjkrag.types import ChunkRecord
+
+    pytest.importorskip("qdrant_edge" if request.param == "edge" else "qdrant_client")
+    store = QdrantStore("inject", mode=request.param, path=tmp_path_factory.mktemp(f"inject-{request.param}"))
+    store.ensure_collection(2)
+    store.upsert(
+        [ChunkRecord(text="t", vector=[1.0, 0.5], keywords=["t"], doc_hash="h", **r) for r in RECORDS]
+    )
+    yield store
+    store.close()
+
+
+@pytest.mark.parametrize("value", [v for v in CORPUS if "\x00" not in v], ids=lambda v: ascii(v)[:40])
+def test_qdrant_store_values_are_values(qdrant_store: Any, value: str) -> None:
+    nodes = [node for name, node in value_filters(value) if name != ">="]  # Qdrant: no string ranges
+    if principal_ok(value):
+        nodes.append(acl_filter([value]))
+    for node in nodes:
+        got = sorted(str(r["chunk_id"]) for r in qdrant_store.query(node, ["chunk_id"]))
+        assert got == sorted(str(r["chunk_id"]) for r in RECORDS if evaluate(node, r)), node
 
 
 # ------------------------------------------------------------------------------------------ Weaviate / ES

@@ -1,4 +1,6 @@
-"""MilvusStore on a real Milvus Lite 2.5.1 file (the C++ engine) in tmp: conformance + Milvus specifics.
+"""MilvusStore on a real Milvus Lite 2.5.1 file (the C++ engine) in tmp: Milvus specifics.
+
+The backend-agnostic suite runs on Milvus Lite in ``tests/conformance/``.
 
 One Lite server per module (starting one costs ~2 s); every test gets its own collection, dropped after.
 """
@@ -17,7 +19,7 @@ from cjkrag.connectors.milvus import store as store_mod
 from cjkrag.connectors.milvus.filters import render
 from cjkrag.connectors.milvus.store import MilvusStore
 from cjkrag.errors import ConfigError, FilterError, StoreError, StoreUnavailable
-from tests.store_conformance import CJK_DOCS, DIM, StoreConformance, make_record, reference_bm25
+from tests.conformance.base import CJK_DOCS, DIM, make_record, reference_bm25
 
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
@@ -39,10 +41,6 @@ def store(lite_db: str) -> Iterator[MilvusStore]:
     yield s
     s.drop_collection()
     s.close()
-
-
-class TestMilvusStore(StoreConformance):
-    """The backend-agnostic suite, on Milvus Lite."""
 
 
 # -- Milvus specifics (hand-written expressions: independent of the filter translator) -----------------

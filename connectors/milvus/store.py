@@ -515,7 +515,13 @@ class MilvusStore:
         text = " ".join(tokens)
         if not text or self._ready_dim() is None:
             return []
-        return self._search(text, "sparse", {"metric_type": "BM25"}, top_k, expr)
+        try:
+            return self._search(text, "sparse", {"metric_type": "BM25"}, top_k, expr)
+        except StoreError as exc:
+            # Lite 2.5.1: BM25 on a collection without rows divides by an average length of 0 ("NaN or Inf")
+            if "NaN or Inf" in str(exc) and self._count_expr("") == 0:
+                return []
+            raise
 
     def _search(
         self, data: Any, field: str, params: dict[str, Any], top_k: int, expr: str

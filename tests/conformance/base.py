@@ -1,11 +1,16 @@
 """Backend-agnostic tests of the ``VectorStore`` protocol (``connectors/protocol.py``).
 
-A backend's test module subclasses :class:`StoreConformance` and provides one fixture, ``store``: a
-connected (``warm_up`` done) store on a collection that does not exist yet, dropped after the test.
+A backend's test class subclasses :class:`StoreConformance` and provides one fixture, ``make_store``: a
+function returning a new, not yet connected store on one fresh collection (every call: the same collection
+and location, so a second call re-opens what the first wrote). The mixin builds ``store`` from it (warmed
+up, dropped and closed after the test).
 
-    class TestMilvusStore(StoreConformance):
+    class TestMilvus(StoreConformance):
         @pytest.fixture
-        def store(self, ...) -> Iterator[VectorStore]: ...
+        def make_store(self, tmp_path) -> Callable[[], VectorStore]: ...
+
+``bm25_avgdl``: None when the backend computes BM25 with the collection's real average length (Milvus,
+Elasticsearch, Weaviate), or the fixed average the backend was configured with (Qdrant).
 
 Vectors are tiny (``DIM``) and hand-built; expected rankings are computed here with a reference cosine
 and a reference BM25 (Lucene's formula, k1=1.2, b=0.75), never hard-coded.
@@ -17,6 +22,7 @@ import itertools
 import math
 import zlib
 from collections import Counter
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -24,7 +30,7 @@ import pytest
 
 from cjkrag.connectors.filters import Condition, Logical
 from cjkrag.connectors.protocol import VectorStore
-from cjkrag.errors import StoreError
+from cjkrag.errors import FilterError, StoreError
 from cjkrag.types import ChunkRecord
 
 DIM = 8
@@ -92,11 +98,16 @@ def cosine(a: Any, b: Any) -> float:
 
 
 def reference_bm25(
-    docs: dict[str, list[str]], query: list[str], k1: float = 1.2, b: float = 0.75
+    docs: dict[str, list[str]],
+    query: list[str],
+    k1: float = 1.2,
+    b: float = 0.75,
+    avgdl: float | None = None,
 ) -> dict[str, float]:
-    """Lucene BM25 of every doc with a positive score."""
+    """Lucene BM25 of every doc with a positive score (``avgdl``: the real average unless given)."""
     n = len(docs)
-    avgdl = sum(len(t) for t in docs.values()) / n
+    if avgdl is None:
+        avgdl = sum(len(t) for t in docs.values()) / n
     df = Counter(term for tokens in docs.values() for term in set(tokens))
     scores: dict[str, float] = {}
     for cid, tokens in docs.items():
@@ -126,7 +137,22 @@ def visible_to(*principals: str) -> Logical:
 
 
 class StoreConformance:
-    """Mix into a ``Test...`` class that provides the ``store`` fixture."""
+    """Mix into a ``Test...`` class that provides the ``make_store`` fixture."""
+
+    bm25_avgdl: float | None = None
+    #: Qdrant's Rust engine keeps a deleted point in its segment's term statistics until the segment is
+    #: vacuumed (by default once 20% of a segment of 1000+ points is deleted): IDF lags deletes until then
+    idf_counts_deleted_until_vacuum: bool = False
+    #: filters the backend refuses with a FilterError (documented limits; never silently ignored)
+    refused_filters: tuple[str, ...] = ()
+
+    @pytest.fixture
+    def store(self, make_store: Callable[[], VectorStore]) -> Iterator[VectorStore]:
+        s = make_store()
+        s.warm_up()
+        yield s
+        s.drop_collection()
+        s.close()
 
     # -- basics ----------------------------------------------------------------------------------
     def test_satisfies_protocol(self, store: VectorStore) -> None:
@@ -279,7 +305,7 @@ class StoreConformance:
         }
         store.upsert([make_record(cid, keywords=kw) for cid, kw in docs.items()])
         for query in (["首都"], ["東京", "検索"], ["서울", "数据", "文本"]):
-            ref = reference_bm25(docs, query)
+            ref = reference_bm25(docs, query, avgdl=self.bm25_avgdl)
             hits = store.search_keyword(query, 30, None)
             assert {h.chunk_id for h in hits} == set(ref), query
             got = [ref[h.chunk_id] for h in hits]  # reference scores in the store's order
@@ -389,3 +415,121 @@ class StoreConformance:
         rows = store.query(None, ["tenant"])
         assert sorted(str(r["chunk_id"]) for r in rows) == ["t0", "t2", "t4"]
         assert {r["tenant"] for r in rows} == {"other"}
+
+    def test_keyword_scores_equal_reference_bm25(self, store: VectorStore) -> None:
+        self._cjk(store)
+        for query in (["首都"], ["東京"], ["首都", "中国"], ["수도", "검색"], ["首都", "首都"]):
+            ref = reference_bm25(CJK_DOCS, query, avgdl=self.bm25_avgdl)
+            hits = store.search_keyword(query, 10, None)
+            assert {h.chunk_id for h in hits} == set(ref), query
+            for h in hits:
+                assert h.score == pytest.approx(ref[h.chunk_id], rel=2e-3), (query, h.chunk_id)
+
+    def test_keyword_idf_follows_deletes(self, store: VectorStore) -> None:
+        self._cjk(store)
+        store.delete(ids=["zh-beijing"])  # 首都 is now in one chunk of five: a higher IDF
+        docs = {k: v for k, v in CJK_DOCS.items() if k != "zh-beijing"}
+        if self.idf_counts_deleted_until_vacuum:
+            docs = CJK_DOCS  # the deleted chunk is never returned, but still counts in df and N
+        [hit] = store.search_keyword(["首都"], 10, None)  # the deleted chunk is gone either way
+        assert hit.chunk_id == "ja-tokyo"
+        expected = reference_bm25(docs, ["首都"], avgdl=self.bm25_avgdl)["ja-tokyo"]
+        assert hit.score == pytest.approx(expected, rel=2e-3)
+
+    # -- collections, empty, unicode, sizes, persistence ------------------------------------------
+    def test_empty_and_missing_collection(self, store: VectorStore) -> None:
+        assert store.count() == 0  # not created yet: reads are empty, not errors
+        assert store.search_dense(_unit("x"), 3, None) == []
+        assert store.search_keyword(["首都"], 3, None) == []
+        assert store.query(None, ["chunk_id"]) == []
+        with pytest.raises(StoreError, match="ensure_collection"):
+            store.upsert([make_record("early")])
+        store.ensure_collection(DIM)
+        assert store.count() == 0
+        assert store.search_dense(_unit("x"), 3, visible_to("group:all")) == []
+        assert store.search_keyword(["首都"], 3, visible_to("group:all")) == []
+
+    def test_unicode_and_large_payloads_round_trip(self, store: VectorStore) -> None:
+        store.ensure_collection(DIM)
+        text = ('東京は日本の首都です。🗼 한국어 텍스트 \\ "quoted" \u200b\t\n' * 1500)[:30000]
+        meta = {"注释": "値 \" ' \\ 🙂", "nested": {"深い": [1, 2.5, "三"]}, "flag": True}
+        store.upsert(
+            [make_record("大きい-🙂", text=text, title="題名 🙂", metadata=meta, keywords=["東京", "🗼"])]
+        )
+        [row] = store.query(Condition("chunk_id", "==", "大きい-🙂"), ["text", "title", "metadata"])
+        assert row["text"] == text and row["title"] == "題名 🙂" and row["metadata"] == meta
+        assert [h.chunk_id for h in store.search_keyword(["🗼"], 3, None)] == ["大きい-🙂"]
+        assert store.count(Condition("metadata.flag", "==", True)) == 1
+        assert store.count(Condition("metadata.flag", "!=", True)) == 0
+
+    def test_create_twice_is_safe_and_data_survives_reopen(
+        self, store: VectorStore, make_store: Callable[[], VectorStore]
+    ) -> None:
+        store.ensure_collection(DIM)
+        store.upsert([make_record(cid, keywords=kw) for cid, kw in CJK_DOCS.items()])
+        store.ensure_collection(DIM)  # again: nothing lost
+        assert store.count() == len(CJK_DOCS)
+        store.close()
+        again = make_store()
+        try:
+            again.warm_up()
+            again.ensure_collection(DIM)
+            assert again.count() == len(CJK_DOCS)
+            assert [h.chunk_id for h in again.search_keyword(["東京"], 5, None)] == ["ja-tokyo"]
+            with pytest.raises(StoreError, match="dimension") as info:
+                again.ensure_collection(DIM + 3)
+            assert str(DIM) in str(info.value) and str(DIM + 3) in str(info.value)  # both values named
+        finally:
+            again.close()
+        store.warm_up()  # the fixture drops the collection through the first store
+
+    def test_every_filter_operator_matches_the_reference(self, store: VectorStore) -> None:
+        from cjkrag.connectors.filters import evaluate
+
+        store.ensure_collection(DIM)
+        records = [
+            make_record(
+                "o1", tenant="a", metadata={"k": "x", "n": 1, "b": True, "tags": ["p", "q"]}, chunk_index=1
+            ),
+            make_record(
+                "o2", tenant="b", metadata={"k": "y", "n": 2.5, "b": False, "tags": ["q"]}, chunk_index=2
+            ),
+            make_record("o3", tenant="", metadata={"n": 10}, public=True, acl=[], chunk_index=3),
+            make_record("o4", tenant="a", metadata={"k": "x"}, acl=["group:a", "user:u"], deny=["user:v"]),
+        ]
+        store.upsert(records)
+        filters = [
+            Condition("tenant", "==", "a"),
+            Condition("tenant", "!=", "a"),
+            Condition("tenant", "in", ["a", "b"]),
+            Condition("tenant", "not in", ["a"]),
+            Condition("metadata.k", "==", "x"),
+            Condition("metadata.k", "!=", "x"),
+            Condition("metadata.n", ">", 1),
+            Condition("metadata.n", ">=", 2.5),
+            Condition("metadata.n", "<", 10),
+            Condition("metadata.n", "<=", 1),
+            Condition("metadata.b", "==", False),
+            Condition("metadata.tags", "contains_any", ["p"]),
+            Condition("metadata.k", "exists", True),
+            Condition("metadata.k", "exists", False),
+            Condition("chunk_index", "in", [1, 3]),
+            Condition("public", "==", True),
+            Condition("public", "!=", True),
+            Condition("acl", "contains_any", ["user:u", "group:zzz"]),
+            Condition("deny", "contains_any", ["user:v"]),
+            Logical("NOT", (Condition("deny", "contains_any", ["user:v"]),)),
+            Logical("OR", (Condition("tenant", "==", "b"), Condition("metadata.n", ">", 5))),
+            visible_to("user:u"),
+            visible_to("user:v", "group:a"),
+        ]
+        by_id = {r.chunk_id: r for r in records}
+        for f in filters:
+            if str(f) in self.refused_filters:
+                with pytest.raises(FilterError):
+                    store.query(f, ["chunk_id"])
+                continue
+            expected = {cid for cid, r in by_id.items() if evaluate(f, r.as_filterable())}
+            got = {str(r["chunk_id"]) for r in store.query(f, ["chunk_id"])}
+            assert got == expected, f
+            assert store.count(f) == len(expected), f
