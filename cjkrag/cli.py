@@ -74,8 +74,8 @@ def _main(
 def ingest(
     paths: Annotated[
         list[Path],
-        typer.Argument(help="Files or folders of .txt .md .html .jsonl (jsonl: one record per line with "
-                       "id, text, optional title, acl, deny, public, metadata, language)."),
+        typer.Argument(help="Files or folders: .txt .md .html .jsonl .pdf .docx .pptx .xlsx .eml .msg and images "
+                       "(jsonl: one record per line with id, text, optional title, acl, deny, public, metadata, language)."),
     ],
     config: ConfigOpt = None,
     collection: Annotated[str | None, typer.Option(help="Collection to write to (default from config).")] = None,
@@ -88,6 +88,8 @@ def ingest(
     public: Annotated[bool, typer.Option("--public", help="Documents without their own access rule are readable by everyone.")] = False,
     report: Annotated[Path | None, typer.Option(help="Write the machine-readable report (JSON) here.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")] = True,
+    encoding: Annotated[str | None, typer.Option(help="Encoding of the text files (e.g. gb18030, cp932, euc_jp, cp949) "
+                                                 "instead of detecting it.")] = None,
 ) -> None:
     """Read, chunk, embed and store documents with their access rules.
 
@@ -104,7 +106,7 @@ def ingest(
         engine = _engine(config, collection)
         with _ingest_progress(progress) as on_progress:
             rep = engine.ingest([str(p) for p in paths], acl=acl or (), deny=deny or (), public=public,
-                                on_progress=on_progress)
+                                on_progress=on_progress, encoding=encoding)
     except CjkragError as exc:
         raise _fail(exc) from None
     report_path = report or engine.config.resolved_data_dir() / "reports" / f"ingest-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -145,10 +145,12 @@ class Engine:
         deny: Sequence[str] = (),
         public: bool = False,
         on_progress: Callable[[int, int], None] | None = None,
+        encoding: str | None = None,
     ) -> IngestReport:
         """Ingest files/folders (paths) and/or records (dicts with id, text, title, acl, public, metadata).
 
         ``acl``/``deny``/``public`` apply to documents that do not carry their own access rule.
+        ``encoding`` forces the encoding of text files instead of detecting it.
         """
         from cjkrag.connectors.filters import validate_principal
         from cjkrag.ingest.job import IngestJob
@@ -158,7 +160,7 @@ class Engine:
             deny = tuple(validate_principal(p) for p in deny)
         except ValueError as exc:
             raise AccessError(f"--acl/--deny: {exc}") from None
-        items = self._documents(sources, acl=acl, deny=deny, public=public)
+        items = self._documents(sources, acl=acl, deny=deny, public=public, encoding=encoding)
         e, c = self.config.embedding, self.config.chunking
         job = IngestJob(
             store=self.store,
@@ -178,7 +180,8 @@ class Engine:
         return self.config.analyzer_tag()
 
     def _documents(
-        self, sources: Source | Iterable[Source], *, acl: tuple[str, ...], deny: tuple[str, ...], public: bool
+        self, sources: Source | Iterable[Source], *, acl: tuple[str, ...], deny: tuple[str, ...], public: bool,
+        encoding: str | None = None,
     ) -> Iterable[Any]:
         from cjkrag.ingest.readers import iter_documents, iter_records
 
@@ -205,6 +208,7 @@ class Engine:
                 default_deny=deny,
                 default_public=public,
                 max_bytes=self.config.ingest.max_file_bytes,
+                encoding=encoding,
             )
         if records:
             yield from iter_records(records, default_acl=acl, default_deny=deny, default_public=public)

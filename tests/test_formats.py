@@ -293,3 +293,14 @@ def test_cite_is_pure_and_picks_the_section_in_force() -> None:
     assert cite(spans, 5, 20) == {"page": 1, "page_end": 2, "section": ["A", "A.1"]}
     assert cite(spans, 10, 12) == {"page": 1, "section": ["A", "A.1"]}  # only the separator: the span before
     assert cite([], 0, 5) == {}
+
+
+def test_size_limits_and_zip_bombs_are_refused(tmp_path: Path, files: dict[str, Path]) -> None:
+    bomb = tmp_path / "bomb.xlsx"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("xl/worksheets/sheet1.xml", b"\x00" * 2_000_000)  # ~2 KB on disk, 2 MB inflated
+    (fail,) = read(bomb, max_bytes=100_000)
+    assert isinstance(fail, ReadFailure) and "inflate" in fail.error
+    for fmt in ("pdf", "docx", "eml"):
+        (big,) = [i for i in read(files[fmt], max_bytes=100) if isinstance(i, ReadFailure)]
+        assert "limit" in big.error and "max_file_bytes" in big.fix

@@ -48,6 +48,20 @@ class MissingExtra(ReaderError):
         )
 
 
+def check_size(ctx: ReadContext) -> int:
+    """The file's size, or ReaderError when it cannot be read or is over ``ctx.max_bytes``."""
+    try:
+        size = ctx.path.stat().st_size
+    except OSError as exc:
+        raise ReaderError(f"cannot read: {exc.strerror}", "check the file's permissions") from None
+    if size > ctx.max_bytes:
+        raise ReaderError(
+            f"file is {size:,} bytes, over the {ctx.max_bytes:,}-byte limit",
+            "split it into smaller files, or raise ingest.max_file_bytes in the config",
+        )
+    return size
+
+
 def require(module: str, extra: str, package: str, what: str) -> Any:
     """Import ``module`` or raise :class:`MissingExtra` naming the extra to install."""
     import importlib

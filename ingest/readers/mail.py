@@ -17,7 +17,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import PurePath
 from typing import Any
 
-from cjkrag.ingest.readers.base import ReadContext, ReaderError, ReadFailure, require
+from cjkrag.ingest.readers.base import ReadContext, ReaderError, ReadFailure, check_size, require
 from cjkrag.ingest.readers.encoding import decode
 from cjkrag.ingest.readers.text import html_to_text, read_capped
 from cjkrag.types import Document
@@ -48,6 +48,7 @@ def read_eml(ctx: ReadContext) -> Iterator[Document | ReadFailure]:
 
 def read_msg(ctx: ReadContext) -> Iterator[Document | ReadFailure]:
     extract_msg = require("extract_msg", "email", "extract-msg", "Outlook .msg files")
+    check_size(ctx)
     try:
         msg = extract_msg.openMsg(str(ctx.path))
     except Exception as exc:  # the library raises many types for a bad file

@@ -29,6 +29,7 @@ from cjkrag.ingest.readers.base import (
     ReadContext,
     ReaderError,
     TextBuilder,
+    check_size,
     join_lines,
     require,
 )
@@ -141,9 +142,7 @@ def read_image(ctx: ReadContext) -> Iterator[Document]:
         raise MissingExtra("ocr", "rapidocr-onnxruntime", "images (OCR; or install Debian's tesseract-ocr)")
     from PIL import Image, ImageSequence, UnidentifiedImageError
 
-    size = ctx.path.stat().st_size
-    if size > ctx.max_bytes:
-        raise ReaderError(f"file is {size:,} bytes, over the {ctx.max_bytes:,}-byte limit", "split or shrink it")
+    check_size(ctx)
     try:
         img = Image.open(ctx.path)
     except (UnidentifiedImageError, OSError) as exc:

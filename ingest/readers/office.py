@@ -15,17 +15,16 @@ import zipfile
 from collections.abc import Iterator
 from typing import Any
 
-from cjkrag.ingest.readers.base import ReadContext, ReaderError, TextBuilder, clean_cell, require
+from cjkrag.ingest.readers.base import ReadContext, ReaderError, TextBuilder, check_size, clean_cell, require
 from cjkrag.types import Document
 
 _HEADING_RE = re.compile(r"^(?:heading|标题|見出し|제목)\s*(\d)$", re.IGNORECASE)
 _MAX_ROWS = 200_000
+_MAX_INFLATE = 4  # uncompressed parts may be this many times ingest.max_file_bytes
 
 
 def _open_zip(ctx: ReadContext, what: str) -> None:
-    size = ctx.path.stat().st_size
-    if size > ctx.max_bytes:
-        raise ReaderError(f"file is {size:,} bytes, over the {ctx.max_bytes:,}-byte limit", "split it")
+    check_size(ctx)
     if not zipfile.is_zipfile(ctx.path):
         encrypted = ctx.path.read_bytes()[:8] == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
         if encrypted:
@@ -34,6 +33,13 @@ def _open_zip(ctx: ReadContext, what: str) -> None:
                 "save an unprotected copy in the current format (.docx/.pptx/.xlsx) and ingest that",
             )
         raise ReaderError(f"not a valid {what} (not a ZIP container: damaged or misnamed)", "re-save it")
+    with zipfile.ZipFile(ctx.path) as z:  # a zip bomb must not exhaust memory when the library inflates it
+        inflated = sum(info.file_size for info in z.infolist())
+    if inflated > _MAX_INFLATE * ctx.max_bytes:
+        raise ReaderError(
+            f"{what} would inflate to {inflated:,} bytes, over {_MAX_INFLATE} x the {ctx.max_bytes:,}-byte limit",
+            "this is not a normal document (a zip bomb?); check where it came from",
+        )
 
 
 # ------------------------------------------------------------------------------------------- docx

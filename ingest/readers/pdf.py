@@ -19,7 +19,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from cjkrag.ingest.readers.base import ReadContext, ReaderError, ReadFailure, TextBuilder, join_lines, require
+from cjkrag.ingest.readers.base import (
+    ReadContext,
+    ReaderError,
+    ReadFailure,
+    TextBuilder,
+    check_size,
+    join_lines,
+    require,
+)
 from cjkrag.types import Document
 
 _EDGE = 0.09  # top/bottom fraction of the page where running headers/footers live
@@ -43,12 +51,7 @@ class _Line:
 
 def read_pdf(ctx: ReadContext) -> Iterator[Document | ReadFailure]:
     pdfium = require("pypdfium2", "pdf", "pypdfium2", "PDF files")
-    size = ctx.path.stat().st_size
-    if size > ctx.max_bytes:
-        raise ReaderError(
-            f"file is {size:,} bytes, over the {ctx.max_bytes:,}-byte limit",
-            "split it, or raise ingest.max_file_bytes in the config",
-        )
+    check_size(ctx)
     try:
         pdf = pdfium.PdfDocument(str(ctx.path))
     except pdfium.PdfiumError as exc:

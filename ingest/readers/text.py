@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from cjkrag.ingest.readers.base import ReadContext, ReaderError
+from cjkrag.ingest.readers.base import ReadContext, ReaderError, check_size
 from cjkrag.ingest.readers.encoding import decode
 from cjkrag.types import Document
 
@@ -40,13 +40,8 @@ def read_text_file(ctx: ReadContext) -> Iterator[Document]:
 
 
 def read_capped(ctx: ReadContext) -> bytes:
+    check_size(ctx)
     try:
-        size = ctx.path.stat().st_size
-        if size > ctx.max_bytes:
-            raise ReaderError(
-                f"file is {size:,} bytes, over the {ctx.max_bytes:,}-byte limit",
-                "split it into smaller files, or pass a larger max_bytes (config ingest.max_file_bytes)",
-            )
         return ctx.path.read_bytes()
     except OSError as exc:
         raise ReaderError(f"cannot read: {exc.strerror}", "check the file's permissions") from None
