@@ -150,7 +150,8 @@ class Engine:
         public: bool = False,
         on_progress: Callable[[int, int], None] | None = None,
     ) -> IngestReport:
-        """Ingest files/folders (paths) and/or records (dicts with id, text, title, acl, public, metadata).
+        """Ingest files/folders (paths), records (dicts with id, text, title, acl, public, metadata), cjkrag
+        Documents and LangChain / LlamaIndex documents (``pipeline/integrations``).
 
         ``acl``/``deny``/``public`` apply to documents that do not carry their own access rule.
         """
@@ -186,6 +187,7 @@ class Engine:
         self, sources: Source | Iterable[Source], *, acl: tuple[str, ...], deny: tuple[str, ...], public: bool
     ) -> Iterable[Any]:
         from cjkrag.ingest.readers import iter_documents, iter_records
+        from cjkrag.pipeline.integrations import framework_record
 
         if isinstance(sources, (str, Path, Mapping, Document)):
             sources = [sources]
@@ -199,9 +201,12 @@ class Engine:
                 docs.append(s)
             elif isinstance(s, Mapping):
                 records.append(s)
+            elif (record := framework_record(s)) is not None:  # a LangChain / LlamaIndex document
+                records.append(record)
             else:
                 raise ConfigError(
-                    f"cannot ingest a {type(s).__name__}: pass paths, record dicts or Documents"
+                    f"cannot ingest a {type(s).__name__}: pass paths, record dicts or Documents "
+                    "(cjkrag, LangChain or LlamaIndex)"
                 )
         if paths:
             yield from iter_documents(
