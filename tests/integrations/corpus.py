@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+import pytest
 
 BUNDLED = "bundled:multilingual-e5-small"
 SUPPORT = ["group:support"]
@@ -32,3 +37,22 @@ CORPUS: list[dict[str, Any]] = [
      "text": "企业版密码管理功能的报价单，仅限销售团队查看。",
      "metadata": {"lang": "zh", "category": "sales", "year": 2024}},
 ]
+
+
+def run_async_off_loop(engine: Any, monkeypatch: pytest.MonkeyPatch, call: Callable[[], Awaitable[Any]]) -> Any:
+    """Await ``call()`` on a fresh event loop; assert that ``engine.search`` ran on another thread than the loop's."""
+    threads: list[threading.Thread] = []
+    real_search = engine.search
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread())
+        return real_search(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "search", spy)
+
+    async def main() -> tuple[Any, threading.Thread]:
+        return await call(), threading.current_thread()
+
+    result, loop_thread = asyncio.run(main())
+    assert threads and all(t is not loop_thread for t in threads)  # the blocking search ran on a worker thread
+    return result

@@ -5,7 +5,6 @@ Engine.search, access control, per-call arguments and ingestion of LangChain Doc
 from __future__ import annotations
 
 import asyncio
-import threading
 from typing import Any
 
 import pytest
@@ -22,7 +21,7 @@ from langchain_tests.integration_tests import RetrieversIntegrationTests
 
 from cjkrag.errors import AccessError, ConfigError, FilterError
 from cjkrag.pipeline.integrations.langchain import CjkragRetriever
-from tests.integrations.corpus import CORPUS, MALLORY, SUPPORT
+from tests.integrations.corpus import CORPUS, MALLORY, SUPPORT, run_async_off_loop
 
 QUERY = "如何重置密码"
 
@@ -77,21 +76,8 @@ def test_same_hits_scores_and_order_as_engine_search(engine: Any, mode: str, que
 def test_async_matches_sync_and_runs_off_the_event_loop(engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     retriever = CjkragRetriever(engine=engine, principals=SUPPORT, k=4)
     expected = [d.id for d in retriever.invoke(QUERY)]
-    threads: list[threading.Thread] = []
-    real_search = engine.search
-
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        threads.append(threading.current_thread())
-        return real_search(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "search", spy)
-
-    async def main() -> tuple[list[Document], threading.Thread]:
-        return await retriever.ainvoke(QUERY), threading.current_thread()
-
-    docs, loop_thread = asyncio.run(main())
+    docs = run_async_off_loop(engine, monkeypatch, lambda: retriever.ainvoke(QUERY))
     assert [d.id for d in docs] == expected
-    assert threads and threads[0] is not loop_thread  # the blocking search ran on a worker thread
 
 
 # ------------------------------------------------------------------------------------ access control

@@ -5,7 +5,6 @@ control, MetadataFilters translation and ingestion of LlamaIndex Documents/nodes
 from __future__ import annotations
 
 import asyncio
-import threading
 from typing import Any
 
 import pytest
@@ -26,7 +25,7 @@ from llama_index.core.vector_stores.types import (
 from cjkrag.connectors.filters import evaluate, parse_filter
 from cjkrag.errors import AccessError, ConfigError, FilterError
 from cjkrag.pipeline.integrations.llamaindex import CjkragRetriever, translate_filters
-from tests.integrations.corpus import CORPUS, MALLORY, SUPPORT
+from tests.integrations.corpus import CORPUS, MALLORY, SUPPORT, run_async_off_loop
 
 QUERY = "如何重置密码"
 
@@ -80,21 +79,8 @@ def test_same_hits_scores_and_order_as_engine_search(engine: Any, mode: str, que
 def test_aretrieve_matches_and_runs_off_the_event_loop(engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     retriever = CjkragRetriever(engine, principals=SUPPORT, similarity_top_k=3)
     expected = [n.node.node_id for n in retriever.retrieve(QUERY)]
-    threads: list[threading.Thread] = []
-    real_search = engine.search
-
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        threads.append(threading.current_thread())
-        return real_search(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "search", spy)
-
-    async def main() -> tuple[list[Any], threading.Thread]:
-        return await retriever.aretrieve(QUERY), threading.current_thread()
-
-    nodes, loop_thread = asyncio.run(main())
+    nodes = run_async_off_loop(engine, monkeypatch, lambda: retriever.aretrieve(QUERY))
     assert [n.node.node_id for n in nodes] == expected
-    assert threads and threads[0] is not loop_thread
 
 
 # ------------------------------------------------------------------------------------ access control
