@@ -264,7 +264,7 @@ def _add_key_entry(path: Path, entry: dict[str, Any]) -> None:
     from cjkrag.service.auth import load_api_keys
 
     entries: list[Any] = []
-    if path.exists():
+    if path.exists() and path.read_text(encoding="utf-8").strip():  # an empty file (README: `touch`) is new
         if any(e.id == entry["id"] for e in load_api_keys(path)):  # a broken file: an error naming it
             raise ConfigError(f"{path} already has a key with id {entry['id']!r}: choose another --id")
         data = yaml.safe_load(path.read_text(encoding="utf-8"))  # checked above; kept entry for entry

@@ -57,3 +57,10 @@ def test_a_broken_keys_file_is_reported_and_left_alone(tmp_path: Path, content: 
     path.write_text(content, encoding="utf-8")
     code, _ = create(path, "app-1", "group:staff")
     assert code != 0 and path.read_text(encoding="utf-8") == content
+
+
+def test_an_empty_file_from_touch_is_filled(tmp_path: Path) -> None:
+    path = tmp_path / "api-keys.yaml"
+    path.touch()  # README, Run the full stack: compose needs the secret's file before the keys step
+    assert create(path, "app-1", "group:staff")[0] == 0
+    assert [e.id for e in load_api_keys(path)] == ["app-1"]
