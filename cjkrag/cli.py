@@ -230,6 +230,10 @@ _register_models(app, models_app)
 def keys_create(
     principal: Annotated[list[str], typer.Option("--principal", "-p", help="Principal the key acts as (repeatable).")],
     key_id: Annotated[str, typer.Option("--id", help="A name for the key, e.g. support-bot.")],
+    keys_file: Annotated[
+        Path | None,
+        typer.Option("--keys-file", help="Add the entry to this keys file (created if missing) instead of printing it."),
+    ] = None,
 ) -> None:
     """Create an API key: prints the key once (give it to the client) and the entry for the keys file."""
     import yaml
@@ -242,10 +246,46 @@ def keys_create(
     except ValueError as exc:
         raise _fail(exc) from None
     key, hashed = generate_api_key()
+    if keys_file is not None:
+        try:
+            _add_key_entry(keys_file, {"id": key_id, "hash": hashed, "principals": principals})
+        except CjkragError as exc:
+            raise _fail(exc) from None
+        err.print(f"added key {key_id!r} to {keys_file}. API key (shown once, give it to the client):", style="bold")
+        print(key)
+        return
     err.print("API key (shown once, store it in the client's secret store):", style="bold")
     print(key)
     err.print("Add this entry to the file named by service.api_keys_file:", style="bold")
     print(yaml.safe_dump({"keys": [{"id": key_id, "hash": hashed, "principals": principals}]}, allow_unicode=True))
+
+
+def _add_key_entry(path: Path, entry: dict[str, Any]) -> None:
+    """Append ``entry`` to the keys file at ``path`` (checked first; created if missing), atomically.
+
+    The file holds hashes only and is written world-readable (0644), so the service's container user can
+    read it through a bind mount."""
+    import yaml
+
+    from cjkrag.errors import ConfigError
+    from cjkrag.service.auth import load_api_keys
+
+    entries: list[Any] = []
+    if path.exists() and path.read_text(encoding="utf-8").strip():  # an empty file (README: `touch`) is new
+        if any(e.id == entry["id"] for e in load_api_keys(path)):  # a broken file: an error naming it
+            raise ConfigError(f"{path} already has a key with id {entry['id']!r}: choose another --id")
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))  # checked above; kept entry for entry
+        entries = list(data.get("keys", []) if isinstance(data, dict) else data)
+    entries.append(entry)
+    text = yaml.safe_dump({"keys": entries}, allow_unicode=True, sort_keys=False)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.chmod(0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write the keys file {path}: {exc.strerror or exc}; check the folder's permissions") from None
 
 
 @app.command()

@@ -147,7 +147,8 @@ class Engine:
         on_progress: Callable[[int, int], None] | None = None,
         encoding: str | None = None,
     ) -> IngestReport:
-        """Ingest files/folders (paths) and/or records (dicts with id, text, title, acl, public, metadata).
+        """Ingest files/folders (paths), records (dicts with id, text, title, acl, public, metadata), cjkrag
+        Documents and LangChain / LlamaIndex documents (``pipeline/integrations``).
 
         ``acl``/``deny``/``public`` apply to documents that do not carry their own access rule.
         ``encoding`` forces the encoding of text files instead of detecting it.
@@ -184,6 +185,7 @@ class Engine:
         encoding: str | None = None,
     ) -> Iterable[Any]:
         from cjkrag.ingest.readers import iter_documents, iter_records
+        from cjkrag.pipeline.integrations import framework_record
 
         if isinstance(sources, (str, Path, Mapping, Document)):
             sources = [sources]
@@ -197,9 +199,12 @@ class Engine:
                 docs.append(s)
             elif isinstance(s, Mapping):
                 records.append(s)
+            elif (record := framework_record(s)) is not None:  # a LangChain / LlamaIndex document
+                records.append(record)
             else:
                 raise ConfigError(
-                    f"cannot ingest a {type(s).__name__}: pass paths, record dicts or Documents"
+                    f"cannot ingest a {type(s).__name__}: pass paths, record dicts or Documents "
+                    "(cjkrag, LangChain or LlamaIndex)"
                 )
         if paths:
             yield from iter_documents(
