@@ -60,7 +60,7 @@ def test_gate_refuses_model_trained_on_shuffled_pairs(split: Any, heldout: Any, 
     shuffled = [Pair(p.query, pos) for p, pos in zip(train, positives, strict=True) if pos != p.positive]
     out = tmp_path / "shuffled"
     info = finetune_embedder(shuffled, out, base=BASE, cfg=TrainConfig(
-        max_steps=6, batch_size=8, lr=3e-4, warmup_ratio=0.0, max_length=32, device="cpu", progress=False,
+        max_steps=6, batch_size=8, lr=1e-3, warmup_ratio=0.0, max_length=32, device="cpu", progress=False,
         save_every=0))  # fmt: skip
     assert info["steps"] == 6
     report = _gate(out, heldout, cache)

@@ -22,7 +22,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,7 +115,7 @@ class CachedEncoder:
         self.ref = ref
         self.key = model_key(ref) + ("" if backend == "torch" else f"-{backend}")
         self.cache = (cache_dir or default_cache_dir()) / "embeddings" / self.key
-        self._opts = {"device": device, "batch_size": batch_size, "profile": profile, "backend": backend}
+        self._opts: dict[str, Any] = {"device": device, "batch_size": batch_size, "profile": profile, "backend": backend}
         self._embedder = embedder
 
     @property
@@ -190,7 +190,7 @@ def rerank_run(scorer: Callable[[str, list[str]], list[float]], first: Mapping[s
                beir: BeirSet, depth: int, progress: bool = False) -> dict[str, dict[str, float]]:
     """Rerank the first ``depth`` documents of ``first`` with ``scorer(query, passages)``; the rest keep
     their order below them."""
-    items = list(first.items())
+    items: Iterable[tuple[str, Mapping[str, float]]] = list(first.items())
     if progress:
         from rich.progress import track
 

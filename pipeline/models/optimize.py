@@ -47,7 +47,8 @@ def export_onnx(base: str, out: Path | str, *, quantize: str | None = None, opse
     q_prefix, p_prefix = prefixes(st, profile)
     st.prompts = {**dict(st.prompts or {}), "query": q_prefix, "passage": p_prefix, "document": p_prefix}
     st.save(str(out))
-    hf = st[0].auto_model.eval()
+    hf: Any = st[0].auto_model
+    hf.eval()
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if "token_type_ids" in
                                                   st.tokenizer.model_input_names else [])
 
