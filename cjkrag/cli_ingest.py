@@ -189,7 +189,7 @@ def delete(
         raise _fail(CjkragError("give --doc-id ID (repeatable) or --source PATH, not both"), EXIT_ERROR)
     try:
         engine = _engine(config, collection)
-        ids = list(doc_id or []) or engine.documents_from(source)  # type: ignore[arg-type]
+        ids = list(doc_id or []) or engine.documents_from(source or "")
         if not ids:
             out.print(f"no stored document comes from {source}")
             raise typer.Exit(EXIT_NOTHING_WRITTEN)
