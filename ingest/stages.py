@@ -85,6 +85,19 @@ class Stages:
                 if not block:
                     return None
 
+    def _gather(self, q: queue.Queue[Any], first: Work, chunks: int) -> tuple[list[Work], bool]:
+        """``first`` plus what is already queued, up to ``chunks`` chunks; True when the end was reached."""
+        batch, n = [first], len(first.chunks)
+        while n < chunks:
+            more = self._get(q, block=False)
+            if more is None:
+                break
+            if more is _END:
+                return batch, True
+            batch.append(more)
+            n += len(more.chunks)
+        return batch, False
+
     def _guarded(self, loop: Any) -> None:
         try:
             loop()
@@ -104,17 +117,7 @@ class Stages:
             item = self._get(self.q_embed)
             if item is _END:
                 break
-            pending = [item]
-            need = len(item.chunks)
-            while need < window:
-                more = self._get(self.q_embed, block=False)
-                if more is None:
-                    break
-                if more is _END:
-                    done = True
-                    break
-                pending.append(more)
-                need += len(more.chunks)
+            pending, done = self._gather(self.q_embed, item, window)
             t0 = time.perf_counter()
             ready = self._embed(pending)
             self.report.stages["embed"] += time.perf_counter() - t0
@@ -167,17 +170,7 @@ class Stages:
             item = self._get(self.q_write)
             if item is _END:
                 return
-            batch, n = [item], len(item.chunks)
-            end = False
-            while n < self.job.batch_size:
-                more = self._get(self.q_write, block=False)
-                if more is None:
-                    break
-                if more is _END:
-                    end = True
-                    break
-                batch.append(more)
-                n += len(more.chunks)
+            batch, end = self._gather(self.q_write, item, self.job.batch_size)
             t0 = time.perf_counter()
             self._write(batch)
             self.report.stages["write"] += time.perf_counter() - t0
