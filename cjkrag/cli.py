@@ -1,4 +1,4 @@
-"""The `cjkrag` command line: ingest, query, eval, serve, keys."""
+"""The `cjkrag` command line: ingest/delete/drop (cli_ingest.py), query, eval, serve, keys."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import json
 import logging
 import os
 import sys
-import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from cjkrag.cli_common import ConfigOpt, _engine, _fail, err, out
+from cjkrag.cli_ingest import register as _register_ingest
 from cjkrag.errors import CjkragError
 
 app = typer.Typer(
@@ -32,131 +32,12 @@ app = typer.Typer(
 keys_app = typer.Typer(help="Manage API keys for `cjkrag serve` (only their hashes are stored).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
-err = Console(stderr=True)
-out = Console()
-
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="YAML config overlaying configs/default.yaml (see the README).", exists=False),
-]
-
-
-def _engine(config: Path | None, collection: str | None = None) -> Any:
-    import cjkrag
-
-    overlay: dict[str, Any] = {}
-    if config is not None:
-        from cjkrag.config import load_config
-
-        cfg = load_config(config)
-        if collection:
-            cfg.collection = collection
-        return cjkrag.open(cfg)
-    if collection:
-        overlay["collection"] = collection
-    return cjkrag.open(overlay or None)
-
-
-def _fail(exc: Exception, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
-    return typer.Exit(code)
-
-
 @app.callback()
 def _main(
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logs (-v info, -vv debug).")] = 0,
 ) -> None:
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-
-
-@app.command()
-def ingest(
-    paths: Annotated[
-        list[Path],
-        typer.Argument(help="Files or folders: .txt .md .html .jsonl .pdf .docx .pptx .xlsx .eml .msg and images "
-                       "(jsonl: one record per line with id, text, optional title, acl, deny, public, metadata, language)."),
-    ],
-    config: ConfigOpt = None,
-    collection: Annotated[str | None, typer.Option(help="Collection to write to (default from config).")] = None,
-    acl: Annotated[
-        list[str] | None,
-        typer.Option("--acl", help="Principal allowed to read documents that carry no ACL of their own "
-                     "(repeatable), e.g. --acl group:support --acl user:alice."),
-    ] = None,
-    deny: Annotated[list[str] | None, typer.Option("--deny", help="Principal denied even if in the ACL (repeatable).")] = None,
-    public: Annotated[bool, typer.Option("--public", help="Documents without their own access rule are readable by everyone.")] = False,
-    report: Annotated[Path | None, typer.Option(help="Write the machine-readable report (JSON) here.")] = None,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")] = True,
-    encoding: Annotated[str | None, typer.Option(help="Encoding of the text files (e.g. gb18030, cp932, euc_jp, cp949) "
-                                                 "instead of detecting it.")] = None,
-) -> None:
-    """Read, chunk, embed and store documents with their access rules.
-
-    Access is deny-by-default: a document needs an ACL (its own, or --acl) or to be public (its own flag,
-    or --public); otherwise it is reported as failed. Re-running is cheap: unchanged documents are skipped,
-    changed ones (text, ACL or metadata) replace their old chunks.
-    """
-    if not acl and not public and not any(_may_carry_acl(p) for p in paths):
-        raise _fail(CjkragError(
-            "no access rule: .txt/.md/.html files carry no ACL, so nobody could read them. "
-            "Pass --acl PRINCIPAL (e.g. --acl group:support) or --public, or use .jsonl records with `acl`/`public`."
-        ))
-    try:
-        engine = _engine(config, collection)
-        with _ingest_progress(progress) as on_progress:
-            rep = engine.ingest([str(p) for p in paths], acl=acl or (), deny=deny or (), public=public,
-                                on_progress=on_progress, encoding=encoding)
-    except CjkragError as exc:
-        raise _fail(exc) from None
-    report_path = report or engine.config.resolved_data_dir() / "reports" / f"ingest-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    rep.write(report_path)
-    for f in rep.failures:
-        colour = "yellow" if f.kind == "skipped" else "red"
-        fix = f" — fix: {f.fix}" if f.fix else ""
-        err.print(f"[{colour}]{f.kind}[/] {f.source}: {f.error}{fix}", markup=True, highlight=False, soft_wrap=True)
-    out.print(f"{rep.summary()}; report: {report_path}", highlight=False, soft_wrap=True)
-    if rep.failed and not rep.documents and not rep.unchanged:
-        raise typer.Exit(1)
-
-
-def _may_carry_acl(path: Path) -> bool:
-    if path.suffix.lower() == ".jsonl":
-        return True
-    return path.is_dir() and any(path.rglob("*.jsonl"))
-
-
-class _ingest_progress:
-    """A rich progress bar with documents/s and chunks/s (a no-op when disabled or not a terminal)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled and err.is_terminal
-        self.docs = 0
-        self.chunks = 0
-        self.t0 = time.perf_counter()
-
-    def __enter__(self) -> Any:
-        if not self.enabled:
-            return None
-        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=err, transient=False)
-        self.bar.start()
-        self.task = self.bar.add_task("ingesting", total=None, rate="")
-
-        def on_progress(docs: int, chunks: int) -> None:
-            self.docs += docs
-            self.chunks += chunks
-            dt = max(time.perf_counter() - self.t0, 1e-6)
-            self.bar.update(self.task, description=f"{self.docs} docs, {self.chunks} chunks",
-                            rate=f"{self.docs / dt:.1f} docs/s, {self.chunks / dt:.1f} chunks/s")
-
-        return on_progress
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self.bar.stop()
 
 
 @app.command()
@@ -345,7 +226,9 @@ def eval_(
             raise CjkragError("--modes hybrid+rerank needs rerank.model in the config (a cross-encoder id or path)")
         if not reuse:
             engine.store.drop_collection()
-        with _ingest_progress(True) as on_progress:
+        from cjkrag.cli_ingest import IngestProgress
+
+        with IngestProgress(True) as on_progress:
             rep = engine.ingest(beir.documents(), on_progress=on_progress)  # public: benchmarks have no ACL
         out.print(f"corpus: {rep.summary()}", highlight=False)
 
@@ -365,6 +248,9 @@ def eval_(
     if plot_out:
         plot(report, plot_out)
         out.print(f"wrote {plot_out}")
+
+
+_register_ingest(app)  # ingest, delete, drop
 
 
 def main() -> None:

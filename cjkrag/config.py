@@ -119,6 +119,8 @@ class RerankConfig(_Strict):
 class IngestConfig(_Strict):
     batch_size: int = Field(64, ge=1, le=10000)
     max_file_bytes: int = Field(64 * 1024 * 1024, ge=1)
+    #: `cjkrag ingest --sync` refuses to delete more than this share of the collection's documents without --yes
+    sync_max_delete_share: float = Field(0.5, ge=0.0, le=1.0)
 
 
 class Config(_Strict):

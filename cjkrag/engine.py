@@ -6,20 +6,22 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cjkrag.config import Config, load_config
-from cjkrag.errors import AccessError, ConfigError
+from cjkrag.errors import AccessError, ConfigError, InputError
 from cjkrag.types import Document, Hit
 
 if TYPE_CHECKING:
     from cjkrag.connectors.filters import FilterNode
     from cjkrag.connectors.protocol import VectorStore
     from cjkrag.ingest.embedding.protocol import Embedder
-    from cjkrag.ingest.job import IngestReport
+    from cjkrag.ingest.job import IngestReport, Origin
+    from cjkrag.ingest.manifest import Manifest
     from cjkrag.pipeline.analyzer import CJKAnalyzer
     from cjkrag.pipeline.rerank import Reranker
     from cjkrag.pipeline.search import SearchPipeline
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("cjkrag")
 
 Source = str | Path | Mapping[str, Any] | Document
+_SOURCE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 class Engine:
@@ -41,6 +44,7 @@ class Engine:
         self._reranker: Reranker | None = None
         self._reranker_loaded = False
         self._pipeline: SearchPipeline | None = None
+        self._manifest: Manifest | None = None
 
     # -- components (lazy, loaded once, thread-safe) ----------------------------------------------
     @property
@@ -70,6 +74,23 @@ class Engine:
                 store = open_store(self.config)  # the backend named by store.backend; warm_up() done
                 self._store = store
             return self._store
+
+    @property
+    def manifest(self) -> Manifest:
+        """The collection's ingestion manifest (what is stored per document; see ingest/manifest.py)."""
+        with self._lock:
+            if self._manifest is None:
+                import hashlib
+
+                from cjkrag.ingest.manifest import Manifest, manifest_path
+
+                uri = self.config.milvus_uri()
+                server = "://" in uri
+                backend = f"milvus-{hashlib.sha1(uri.encode()).hexdigest()[:10]}" if server else "milvus"
+                path = manifest_path(None if server else uri, self.config.resolved_data_dir(), backend,
+                                     self.config.collection)  # fmt: skip
+                self._manifest = Manifest(path)
+            return self._manifest
 
     @property
     def analyzer(self) -> CJKAnalyzer:
@@ -144,7 +165,12 @@ class Engine:
         acl: Sequence[str] = (),
         deny: Sequence[str] = (),
         public: bool = False,
-        on_progress: Callable[[int, int], None] | None = None,
+        on_progress: Callable[..., None] | None = None,
+        source_id: str | None = None,
+        sync: bool = False,
+        dry_run: bool = False,
+        yes: bool = False,
+        only_sources: Collection[str] | None = None,
         encoding: str | None = None,
     ) -> IngestReport:
         """Ingest files/folders (paths), records (dicts with id, text, title, acl, public, metadata), cjkrag
@@ -152,28 +178,57 @@ class Engine:
 
         ``acl``/``deny``/``public`` apply to documents that do not carry their own access rule.
         ``encoding`` forces the encoding of text files instead of detecting it.
+        ``source_id`` namespaces the ids of files (``NAME:relative/path``). ``sync`` deletes the documents
+        of the folders given that are gone (refusing more than ``ingest.sync_max_delete_share`` of the
+        collection unless ``yes``); ``dry_run`` writes and deletes nothing and lists what would change.
+        ``only_sources``: ingest only documents read from these files (``--retry-failed``).
+        ``on_progress(docs, chunks)`` gets increments (or, with keyword parameters
+        ``docs, chunks, tokens, failed``, all counters).
         """
+        import inspect
+
         from cjkrag.connectors.filters import validate_principal
-        from cjkrag.ingest.job import IngestJob
+        from cjkrag.ingest.job import IngestJob, Progress
+        from cjkrag.ingest.manifest import Versions
 
         try:
             acl = tuple(validate_principal(p) for p in acl)
             deny = tuple(validate_principal(p) for p in deny)
         except ValueError as exc:
             raise AccessError(f"--acl/--deny: {exc}") from None
-        items = self._documents(sources, acl=acl, deny=deny, public=public, encoding=encoding)
+        if source_id is not None and not _SOURCE_ID.match(source_id):
+            raise InputError(f"--source-id {source_id!r}: use 1-64 letters, digits, '_', '-' or '.'")
+        roots: list[str] = []
+        items = self._documents(
+            sources, acl=acl, deny=deny, public=public, source_id=source_id, roots=roots, encoding=encoding
+        )
+        if only_sources is not None:
+            wanted = set(only_sources)
+            items = (it for it in items if str(getattr(it[1], "source", "")).rsplit(":", 1)[0] in wanted
+                     or str(getattr(it[1], "source", "")) in wanted)  # fmt: skip
         e, c = self.config.embedding, self.config.chunking
+        max_tokens = min(c.max_tokens, self.embedder.max_tokens)
+        rich = on_progress is not None and "tokens" in inspect.signature(on_progress).parameters
         job = IngestJob(
             store=self.store,
             embedder=self.embedder,
             analyzer=self.analyzer,
-            max_tokens=min(c.max_tokens, self.embedder.max_tokens),
+            manifest=self.manifest,
+            max_tokens=max_tokens,
             overlap_tokens=c.overlap_tokens,
             batch_size=self.config.ingest.batch_size,
-            settings_tag=f"{e.model}|{c.max_tokens}|{c.overlap_tokens}|{self.analyzer_tag()}",
-            on_progress=on_progress,
+            versions=Versions(
+                model=f"{e.model}|{e.profile}", chunker=f"{max_tokens}|{c.overlap_tokens}", analyzer=self.analyzer_tag()
+            ),
+            progress=Progress(on_progress, rich=rich),
+            sync=sync,
+            dry_run=dry_run,
+            yes=yes,
+            max_delete_share=self.config.ingest.sync_max_delete_share,
         )
-        report = job.run(items)
+        report = job.run(items, roots=roots)
+        report.run = {"roots": roots, "source_id": source_id or "", "acl": list(acl), "deny": list(deny),
+                      "public": public, "sync": sync}  # fmt: skip
         log.info("ingest: %s", report.summary())
         return report
 
@@ -181,9 +236,18 @@ class Engine:
         return self.config.analyzer_tag()
 
     def _documents(
-        self, sources: Source | Iterable[Source], *, acl: tuple[str, ...], deny: tuple[str, ...], public: bool,
+        self,
+        sources: Source | Iterable[Source],
+        *,
+        acl: tuple[str, ...],
+        deny: tuple[str, ...],
+        public: bool,
+        source_id: str | None = None,
+        roots: list[str] | None = None,
         encoding: str | None = None,
-    ) -> Iterable[Any]:
+    ) -> Iterator[tuple[Origin, Any]]:
+        """(origin, document or read failure) for every source; ``roots`` collects the paths given."""
+        from cjkrag.ingest.job import Origin
         from cjkrag.ingest.readers import iter_documents, iter_records
         from cjkrag.pipeline.integrations import framework_record
 
@@ -206,18 +270,27 @@ class Engine:
                     f"cannot ingest a {type(s).__name__}: pass paths, record dicts or Documents "
                     "(cjkrag, LangChain or LlamaIndex)"
                 )
-        if paths:
-            yield from iter_documents(
-                paths,
+        for p in paths:
+            root = str(Path(p).expanduser().resolve())
+            if roots is not None:
+                roots.append(root)
+            origin = Origin(root, source_id or "")
+            for item in iter_documents(
+                [p],
                 default_acl=acl,
                 default_deny=deny,
                 default_public=public,
                 max_bytes=self.config.ingest.max_file_bytes,
+                source_id=source_id,
                 encoding=encoding,
-            )
+            ):
+                yield origin, item
+        plain = Origin()
         if records:
-            yield from iter_records(records, default_acl=acl, default_deny=deny, default_public=public)
-        yield from docs
+            for item in iter_records(records, default_acl=acl, default_deny=deny, default_public=public):
+                yield plain, item
+        for d in docs:
+            yield plain, d
 
     # -- search --------------------------------------------------------------------------------------
     def search(
@@ -252,14 +325,36 @@ class Engine:
             language=language,
         )
 
-    def delete_documents(self, doc_ids: Sequence[str]) -> None:
-        from cjkrag.connectors.filters import Condition
+    def delete_documents(self, doc_ids: Sequence[str]) -> int:
+        """Delete documents by id (all their chunks, and their manifest entries); returns how many were known.
 
-        self.store.delete(filters=Condition("doc_id", "in", list(doc_ids)))
+        ``doc_ids`` must be a list: one bare string is refused (``"ab"`` would otherwise mean ``a`` and ``b``).
+        """
+        from cjkrag.ingest.job import delete_documents
+
+        if isinstance(doc_ids, (str, bytes)):
+            raise InputError(f"delete_documents takes a list of ids, not one string: use [{doc_ids!r}]")
+        ids = [str(i) for i in doc_ids]
+        known = len(self.manifest.get_many(ids))
+        delete_documents(self.store, self.manifest, ids)
+        return known
+
+    def documents_from(self, source: str | Path) -> list[str]:
+        """Ids of the stored documents read from a file, or from under a folder (as given to ingest)."""
+        path = str(Path(source).expanduser().resolve())
+        return sorted(e.doc_id for e in self.manifest.by_source(path))
+
+    def drop(self) -> None:
+        """Remove the collection and its manifest (everything ingested into it)."""
+        self.store.drop_collection()
+        self.manifest.clear()
 
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
+        if self._manifest is not None:
+            self._manifest.close()
+            self._manifest = None
 
     def __enter__(self) -> Engine:
         return self

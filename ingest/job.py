@@ -1,82 +1,85 @@
-"""The ingestion job: documents -> chunks (model tokens) -> keywords + vectors -> upsert with the ACL.
+"""The ingestion job: documents -> chunks (model tokens) -> keywords + vectors -> upsert with the ACL -> manifest.
 
-Idempotent, incremental and resumable by construction:
-- each document carries a ``doc_hash`` (text + access + metadata + settings); a document whose stored
-  chunks all carry the same hash is skipped as unchanged;
-- chunk ids are deterministic, so re-running upserts the same ids; new chunks are written *before* the
-  document's stale chunks are deleted, so a crash at any point loses nothing and the next run repairs it;
-- one bad document is recorded as failed and the job goes on.
+Correct by construction (see ``ingest/manifest.py`` for the write protocol):
+- a document counts as stored only once all its chunks are in and its stale chunks are gone: its manifest
+  entry is written LAST; a crash or an error anywhere before leaves it to be redone by the next run;
+- unchanged documents are skipped by one batched manifest lookup per batch of documents (no store query);
+- a changed document's new chunks are upserted before its stale chunks are deleted (it never disappears
+  from search); if the stale chunks cannot be deleted (e.g. chunks with a revoked ACL) the document is
+  reported failed and redone next run, never counted as written;
+- an access-only (or analyzer-only) change reuses the stored vectors: nothing is re-embedded;
+- a document id already stored from a different source folder is an error for that document.
+
+Stages overlap: this thread reads, looks up, chunks and analyzes; one thread embeds (token-budget batches
+of length-sorted chunks); one thread writes (batched upserts, stale deletes, manifest commits). Queues
+between them are bounded, so memory stays flat on a corpus of any size.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from cjkrag.errors import AccessError, CjkragError, StoreError, StoreUnavailable
-from cjkrag.ingest.records import build_records, document_hash
-from cjkrag.types import Document
+from cjkrag.errors import AccessError, CjkragError, InputError, StoreError, StoreUnavailable
+from cjkrag.ingest.manifest import Entry, Manifest, Versions, access_hash, content_hash
+from cjkrag.ingest.records import chunk_id, document_hash
+from cjkrag.ingest.report import Failure, IngestReport
+from cjkrag.types import Chunk, Document
 
 if TYPE_CHECKING:
     from cjkrag.connectors.protocol import VectorStore
     from cjkrag.ingest.embedding.protocol import Embedder
     from cjkrag.pipeline.analyzer import CJKAnalyzer
 
+__all__ = ["Failure", "IngestJob", "IngestReport", "Origin", "Progress", "delete_documents"]
+
 log = logging.getLogger("cjkrag.ingest")
 
+RECORDS_ROOT = "<records>"
+LOOKUP_DOCS = 256  # documents per manifest lookup
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where documents came from: the folder/file given (resolved) and the user's --source-id."""
+
+    root: str = RECORDS_ROOT
+    source_id: str = ""
+
+
+class Progress:
+    """Counters the job bumps (thread-safe enough: ints under the GIL); ``callback`` sees the increments."""
+
+    def __init__(self, callback: Callable[..., None] | None = None, *, rich: bool = False) -> None:
+        self.callback, self.rich = callback, rich
+
+    def update(self, docs: int = 0, chunks: int = 0, tokens: int = 0, failed: int = 0) -> None:
+        if self.callback is None:
+            return
+        if self.rich:
+            self.callback(docs=docs, chunks=chunks, tokens=tokens, failed=failed)
+        elif docs or chunks:
+            self.callback(docs, chunks)
+
 
 @dataclass
-class Failure:
-    source: str
-    error: str
-    fix: str = ""
-    kind: str = "failed"  # failed | skipped
+class Work:
+    """One document on its way through the stages."""
 
-
-@dataclass
-class IngestReport:
-    documents: int = 0  # documents written (new or changed)
-    unchanged: int = 0  # documents already stored with the same content and access
-    chunks: int = 0  # chunks written
-    deleted_chunks: int = 0  # stale chunks removed after a document changed
-    failures: list[Failure] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def failed(self) -> list[Failure]:
-        return [f for f in self.failures if f.kind == "failed"]
-
-    @property
-    def skipped(self) -> list[Failure]:
-        return [f for f in self.failures if f.kind == "skipped"]
-
-    def summary(self) -> str:
-        return (
-            f"{self.documents} documents ({self.chunks} chunks) written, {self.unchanged} unchanged, "
-            f"{len(self.skipped)} skipped, {len(self.failed)} failed in {self.seconds:.1f} s"
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "documents": self.documents,
-            "unchanged": self.unchanged,
-            "chunks": self.chunks,
-            "deleted_chunks": self.deleted_chunks,
-            "skipped": len(self.skipped),
-            "failed": len(self.failed),
-            "seconds": round(self.seconds, 3),
-            "failures": [asdict(f) for f in self.failures],
-        }
-
-    def write(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=2), encoding="utf-8")
+    doc: Document
+    entry: Entry  # what the manifest will say once it is stored
+    old: Entry | None  # what the manifest says now
+    chunks: list[Chunk]
+    passages: list[str]  # the text embedded per chunk
+    keywords: list[list[str]]
+    doc_hash: str
+    vectors: list[Any] = field(default_factory=list)  # one per chunk once embedded (or reused)
+    reused: bool = False
+    origin: Origin = Origin()
 
 
 @dataclass
@@ -84,153 +87,287 @@ class IngestJob:
     store: VectorStore
     embedder: Embedder
     analyzer: CJKAnalyzer
+    manifest: Manifest | None = None  # None: an in-memory manifest (tests, one-off jobs)
     max_tokens: int = 512
     overlap_tokens: int = 64
-    batch_size: int = 64
-    settings_tag: str = ""  # anything that changes stored chunks beyond the document (model, chunking)
-    on_progress: Callable[[int, int], None] | None = None  # (documents done, chunks written) increments
+    batch_size: int = 64  # chunks per write batch (and the embedding window unit)
+    token_budget: int = 16384  # padded tokens per embedding batch (length-sorted chunks)
+    settings_tag: str = ""  # legacy: folded into Versions when versions is not given
+    versions: Versions | None = None
+    on_progress: Callable[..., None] | None = None
+    progress: Progress | None = None
+    sync: bool = False  # delete documents gone from the roots given
+    dry_run: bool = False
+    max_delete_share: float = 0.5  # --sync refuses to delete more than this share of documents without yes
+    yes: bool = False
+    queue_docs: int = 64  # bounded queues between stages, in documents
 
-    def run(self, items: Iterable[Document | Any]) -> IngestReport:
-        """Ingest documents; ``items`` may contain read failures (anything with ``source``/``error``).
+    def __post_init__(self) -> None:
+        if self.manifest is None:
+            self.manifest = Manifest(":memory:")
+        if self.versions is None:
+            tag = self.settings_tag
+            self.versions = Versions(model=f"{self.embedder.name}|{tag}", chunker=f"{self.max_tokens}|"
+                                     f"{self.overlap_tokens}|{tag}", analyzer=tag)  # fmt: skip
+        if self.progress is None:
+            self.progress = Progress(self.on_progress)
 
-        Small documents are embedded together (batches of ``batch_size`` chunks, which the embedder sorts
-        by length); a batch that fails is retried one document at a time so only the bad one fails.
+    # -- the run ---------------------------------------------------------------------------------------
+    def run(self, items: Iterable[Any], roots: Sequence[str] = ()) -> IngestReport:
+        """Ingest ``items``: Documents, read failures (``source``/``error``), or ``(Origin, item)`` pairs.
+
+        ``roots``: the folders/files given, resolved; with ``sync`` their documents not seen are deleted.
         """
-        report = IngestReport()
+        from cjkrag.ingest.stages import Stages
+
+        report = IngestReport(dry_run=self.dry_run)
         t0 = time.perf_counter()
-        self.store.ensure_collection(self.embedder.dim)
-        pending: list[_Prepared] = []
-        for item in items:
-            if not isinstance(item, Document):
-                kind = getattr(item, "kind", "failed")
-                report.failures.append(Failure(item.source, item.error, getattr(item, "fix", ""), kind))
-                self._tick(1, 0)
-                continue
-            prepared = self._guard(item, report, functools.partial(self._prepare, item, report))
-            if prepared is None:
-                self._tick(1, 0)
-                continue
-            pending.append(prepared)
-            if sum(len(p.chunks) for p in pending) >= self.batch_size:
-                self._flush(pending, report)
-                pending = []
-        if pending:
-            self._flush(pending, report)
+        if not self.dry_run:
+            self.store.ensure_collection(self.embedder.dim)
+            self._reconcile()
+        stages = None if self.dry_run else Stages(self, report)
+        seen: set[str] = set()
+        failed_sources: set[str] = set()
+        prep_s = 0.0
+        try:
+            for batch in _batched(_with_origin(items), LOOKUP_DOCS):
+                tb = time.perf_counter()
+                docs = [(o, it) for o, it in batch if isinstance(it, Document)]
+                known = self._m.get_many(d.id for _, d in docs)
+                for origin, item in batch:
+                    if not isinstance(item, Document):
+                        self._read_failure(origin, item, report, failed_sources)
+                        continue
+                    plan = functools.partial(self._plan, origin, item, known, seen, report)
+                    work = self._guard(item, origin, report, plan)
+                    if work is not None and stages is not None:
+                        prep_s += time.perf_counter() - tb
+                        stages.put(work)  # blocks while the embedder is behind (bounded)
+                        tb = time.perf_counter()
+                prep_s += time.perf_counter() - tb
+            if stages is not None:
+                stages.finish()
+                stages = None
+            if self.sync:
+                self._sync(roots, seen, failed_sources, report)
+        finally:
+            if stages is not None:
+                stages.abort()
+        report.stages["prepare"] = prep_s
         report.seconds = time.perf_counter() - t0
         return report
 
-    def _guard(self, doc: Document, report: IngestReport, step: Callable[[], Any]) -> Any:
+    @property
+    def _m(self) -> Manifest:
+        assert self.manifest is not None
+        return self.manifest
+
+    def _reconcile(self) -> None:
+        """The manifest must describe this store: a dropped/recreated collection empties it; a store
+        filled before the manifest existed is adopted (each document redone once, old chunks cleaned)."""
+        have = len(self._m)
+        stored = self.store.count()
+        if have and stored == 0:
+            log.warning("collection is empty but the manifest %s lists %d documents: starting over", self._m.path, have)
+            self._m.clear()
+        elif not have and stored:
+            rows = self.store.query(None, ["doc_id", "chunk_id"], limit=stored)
+            n = self._m.adopt((str(r["doc_id"]), str(r["chunk_id"])) for r in rows)
+            log.warning("adopted %d documents stored before the manifest existed; each is redone once", n)
+
+    def _read_failure(self, origin: Origin, item: Any, report: IngestReport, failed: set[str]) -> None:
+        kind = getattr(item, "kind", "failed")
+        src = str(item.source)
+        failed.add(src)
+        failed.add(src.rsplit(":", 1)[0])  # a jsonl line: keep the file's documents from --sync deletion
+        report.failures.append(Failure(src, item.error, getattr(item, "fix", ""), kind, path=_file_of(src),
+                                       root=origin.root))  # fmt: skip
+        self.progress_update(docs=1, failed=int(kind == "failed"))
+
+    def _guard(self, doc: Document, origin: Origin, report: IngestReport, step: Callable[[], Any]) -> Any:
         """Run ``step`` for one document; record its failure and return None instead of raising."""
         try:
             return step()
         except StoreUnavailable:
             raise  # the store is gone: every later document would fail too; stop with the real cause
         except CjkragError as exc:
-            report.failures.append(Failure(_label(doc), str(exc), _fix_for(exc)))
-            log.warning("document %s failed: %s", _label(doc), exc)
+            self.fail(doc, origin, report, str(exc), _fix_for(exc))
         except Exception as exc:  # one bad document never stops the job
             log.exception("document %s failed unexpectedly", _label(doc))
-            report.failures.append(Failure(_label(doc), f"{type(exc).__name__}: {exc}"))
+            self.fail(doc, origin, report, f"{type(exc).__name__}: {exc}", "report this as a bug, with the file")
         return None
 
-    def _prepare(self, doc: Document, report: IngestReport) -> _Prepared | None:
-        from cjkrag.connectors.filters import Condition
-        from cjkrag.ingest.chunker import chunk_text
+    def fail(self, doc: Document, origin: Origin, report: IngestReport, error: str, fix: str) -> None:
+        log.warning("document %s failed: %s", _label(doc), error)
+        report.failures.append(Failure(_label(doc), error, fix, "failed", doc_id=doc.id,
+                                       path=_file_of(doc.source), root=origin.root))  # fmt: skip
+        self.progress_update(docs=1, failed=1)
+
+    def progress_update(self, **counts: int) -> None:
+        assert self.progress is not None
+        self.progress.update(**counts)
+
+    # -- per document: decide, chunk, analyze ----------------------------------------------------------
+    def _prepare(self, doc: Document) -> Document:
+        """The one place every document's acl/deny is normalized (AccessError on a bad principal)."""
         from cjkrag.ingest.records import normalize_access
 
-        doc = normalize_access(doc)  # the one place every document's acl/deny is normalized (AccessError)
+        return normalize_access(doc)
+
+    def _plan(self, origin: Origin, doc: Document, known: dict[str, Entry], seen: set[str],
+              report: IngestReport) -> Work | None:  # fmt: skip
+        if doc.id in seen:
+            raise InputError(
+                f"document id {doc.id!r} appears twice in this run (again in {doc.source or 'a record'}): "
+                "ids must be unique; rename one, or give each folder its own --source-id"
+            )
+        seen.add(doc.id)
+        doc = self._prepare(doc)
         if not doc.acl and not doc.public:
             raise AccessError(
                 f"document {doc.id!r} has no access rule (no acl, not public): nobody could read it. "
                 "Give it an `acl` list or `public: true` in the record, or pass --acl PRINCIPAL / --public"
             )
-        dhash = document_hash(doc, settings=self.settings_tag)
-        existing = self.store.query(Condition("doc_id", "==", doc.id), ["chunk_id", "doc_hash"])
-        if existing and all(row.get("doc_hash") == dhash for row in existing):
+        old = known.get(doc.id)
+        if old is not None and old.complete and old.root and old.root != origin.root:
+            raise InputError(
+                f"document id {doc.id!r} is already stored from {old.root!r} (file {old.source!r}); this run "
+                f"reads it from {origin.root!r}. Nothing was replaced. Give this folder its own namespace "
+                f"(--source-id NAME), or, if the document moved, delete the old one first "
+                f"(`cjkrag delete --doc-id {doc.id}` or `cjkrag delete --source {old.root}`)"
+            )
+        assert self.versions is not None
+        chash, ahash = content_hash(doc), access_hash(doc)
+        if old is not None and old.complete and (old.content_hash, old.access_hash, old.versions) == (
+            chash, ahash, self.versions
+        ):
             report.unchanged += 1
+            self.progress_update(docs=1)
             return None
-        chunks = chunk_text(doc.text, self.embedder, max_tokens=self.max_tokens, overlap_tokens=self.overlap_tokens)
+        if self.dry_run:
+            report.planned_writes.append(doc.id)
+            return None
+        chunks = self._chunks_for(doc)
         if not chunks:
-            report.failures.append(Failure(_label(doc), "document has no text", "", "skipped"))
+            report.failures.append(Failure(_label(doc), "document has no text", "nothing to index", "skipped",
+                                           doc_id=doc.id, path=_file_of(doc.source), root=origin.root))  # fmt: skip
             return None
-        return _Prepared(doc, dhash, [str(r["chunk_id"]) for r in existing], chunks)
+        passages = self._passages_for(doc, chunks)
+        keywords = self.analyzer.analyze_many([c.text for c in chunks], [doc.language] * len(chunks))
+        ids = [chunk_id(doc.id, c.index, c.text) for c in chunks]
+        entry = Entry(doc.id, origin.root, origin.source_id, doc.source, chash, ahash, self.versions, ids)
+        work = Work(doc, entry, old, chunks, passages, keywords,
+                    document_hash(doc, settings=_settings(self.versions)), origin=origin)  # fmt: skip
+        if (
+            old is not None and old.complete and old.content_hash == chash
+            and (old.versions.model, old.versions.chunker) == (self.versions.model, self.versions.chunker)
+        ):  # fmt: skip
+            self._reuse_vectors(work)
+        return work
 
-    def _flush(self, pending: list[_Prepared], report: IngestReport) -> None:
-        if len(pending) == 1:
-            p = pending[0]
-            if self._guard(p.doc, report, lambda: self._write(p, report)) is None:
-                self._tick(1, 0)
-            return
+    def _chunks_for(self, doc: Document) -> list[Chunk]:
+        """The document's chunks (the `quality` branch adds per-document language detection here)."""
+        from cjkrag.ingest.chunker import chunk_text
+
+        return chunk_text(doc.text, self.embedder, max_tokens=self.max_tokens, overlap_tokens=self.overlap_tokens)
+
+    def _passages_for(self, doc: Document, chunks: Sequence[Chunk]) -> list[str]:
+        """The text embedded for each chunk (the `quality` branch adds title/section context here)."""
+        return [c.text for c in chunks]
+
+    def _reuse_vectors(self, work: Work) -> None:
+        """Same text, chunker and model: read the stored vectors back instead of embedding again."""
+        from cjkrag.connectors.filters import Condition
+
+        ids = work.entry.chunk_ids
+        found: dict[str, Any] = {}
         try:
-            self._write_many(pending, report)
+            for i in range(0, len(ids), 1024):
+                part = ids[i : i + 1024]
+                for row in self.store.query(Condition("chunk_id", "in", part), ["chunk_id", "vector"], limit=len(part)):
+                    found[str(row["chunk_id"])] = row.get("vector")
         except StoreUnavailable:
             raise
-        except Exception as exc:  # isolate the bad document
-            log.info("batch of %d documents failed (%s); retrying one by one", len(pending), exc)
-            for p in pending:
-                self._flush([p], report)
-
-    def _write_many(self, pending: list[_Prepared], report: IngestReport) -> None:
-        texts = [c.text for p in pending for c in p.chunks]
-        langs = [p.doc.language for p in pending for _ in p.chunks]
-        vectors = self.embedder.embed_passages(texts).tolist()
-        keywords = self.analyzer.analyze_many(texts, langs)
-        records = []
-        at = 0
-        for p in pending:
-            n = len(p.chunks)
-            records.extend(build_records(p.doc, p.chunks, vectors[at : at + n], keywords[at : at + n], p.doc_hash))
-            at += n
-        self.store.upsert(records)
-        report.chunks += len(records)
-        for p in pending:
-            self._delete_stale(p, {r.chunk_id for r in records if r.doc_id == p.doc.id}, report)
-        report.documents += len(pending)
-        self._tick(len(pending), len(records))
-
-    def _write(self, p: _Prepared, report: IngestReport) -> bool:
-        """One document, in batches of chunks (a huge document streams through)."""
-        written: set[str] = set()
-        for batch in _batches(p.chunks, self.batch_size):
-            texts = [c.text for c in batch]
-            vectors = self.embedder.embed_passages(texts).tolist()
-            keywords = self.analyzer.analyze_many(texts, [p.doc.language] * len(texts))
-            records = build_records(p.doc, batch, vectors, keywords, p.doc_hash)
-            self.store.upsert(records)
-            written.update(r.chunk_id for r in records)
-            report.chunks += len(records)
-            self._tick(0, len(records))
-        self._delete_stale(p, written, report)
-        report.documents += 1
-        self._tick(1, 0)
-        return True
-
-    def _delete_stale(self, p: _Prepared, written: set[str], report: IngestReport) -> None:
-        stale = [cid for cid in p.existing if cid not in written]
-        if not stale:
+        except StoreError as exc:  # a store that cannot return vectors: embed again
+            log.info("cannot read stored vectors (%s); re-embedding %s", exc, work.doc.id)
             return
-        try:
-            self.store.delete(ids=stale)
-            report.deleted_chunks += len(stale)
-        except StoreError as exc:  # the new chunks are in; the stale ones go on the next run
-            log.warning("could not delete %d stale chunks of %s: %s", len(stale), p.doc.id, exc)
+        if all(found.get(cid) is not None for cid in ids):
+            work.vectors = [found[cid] for cid in ids]
+            work.reused = True
 
-    def _tick(self, docs: int, chunks: int) -> None:
-        if self.on_progress is not None:
-            self.on_progress(docs, chunks)
+    # -- sync ------------------------------------------------------------------------------------------
+    def _sync(self, roots: Sequence[str], seen: set[str], failed: set[str], report: IngestReport) -> None:
+        if not roots:
+            return
+        gone = sorted(
+            e.doc_id for e in self._m.under_roots(roots) if e.doc_id not in seen and e.source not in failed
+        )
+        if not gone:
+            return
+        total = len(self._m)
+        if self.dry_run:
+            report.planned_deletes.extend(gone)
+            return
+        if len(gone) > self.max_delete_share * total and not self.yes:
+            report.planned_deletes.extend(gone)
+            report.failures.append(Failure(
+                ", ".join(roots), f"--sync would delete {len(gone)} of {total} documents "
+                f"(over the {self.max_delete_share:.0%} guard); nothing was deleted",
+                "check the path (a wrong or unmounted folder looks empty); list them with --dry-run, then "
+                "re-run with --yes, or raise ingest.sync_max_delete_share",
+            ))  # fmt: skip
+            return
+        report.deleted_chunks += delete_documents(self.store, self._m, gone)
+        report.deleted_documents.extend(gone)
 
 
-@dataclass
-class _Prepared:
-    doc: Document
-    doc_hash: str
-    existing: list[str]  # chunk ids already stored for the document
-    chunks: list[Any]
+def delete_documents(store: VectorStore, manifest: Manifest, doc_ids: Sequence[str]) -> int:
+    """Delete documents' chunks (by doc id: no row cap) and their manifest entries; crash-safe (the entry
+    stops counting as stored first, and goes last). Returns the number of chunks the manifest knew."""
+    from cjkrag.connectors.filters import Condition
+
+    if isinstance(doc_ids, str):
+        raise TypeError("doc_ids must be a list of document ids, not one string")
+    ids = list(dict.fromkeys(doc_ids))
+    if not ids:
+        return 0
+    known = manifest.get_many(ids)
+    manifest.mark_deleting(ids)
+    for i in range(0, len(ids), 1024):
+        store.delete(filters=Condition("doc_id", "in", ids[i : i + 1024]))
+    manifest.remove(ids)
+    return sum(len(e.known_ids()) for e in known.values())
 
 
-def _batches(seq: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(seq), size):
-        yield seq[i : i + size]
+def _settings(v: Versions) -> str:
+    return f"{v.model}|{v.chunker}|{v.analyzer}"
+
+
+def _with_origin(items: Iterable[Any]) -> Iterator[tuple[Origin, Any]]:
+    default = Origin()
+    for it in items:
+        if isinstance(it, tuple) and len(it) == 2 and isinstance(it[0], Origin):
+            yield it
+        else:
+            yield default, it
+
+
+def _batched(it: Iterable[Any], n: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for x in it:
+        batch.append(x)
+        if len(batch) >= n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _file_of(source: str) -> str:
+    if not source or source.startswith("<"):
+        return ""
+    head, sep, tail = source.rpartition(":")
+    return head if sep and tail.isdigit() else source
 
 
 def _label(doc: Document) -> str:
@@ -241,4 +378,9 @@ def _label(doc: Document) -> str:
 
 
 def _fix_for(exc: Exception) -> str:
-    return "see the error; fix the document and re-run (unchanged documents are skipped)"
+    msg = str(exc)
+    if isinstance(exc, (AccessError, InputError)) and ("--" in msg or "Give" in msg):
+        return "see the error: it names the fix"
+    if isinstance(exc, StoreError):
+        return "the store rejected it; the document was not counted as stored and is retried on the next run"
+    return "fix the document and re-run (unchanged documents are skipped; --retry-failed REPORT redoes only failures)"

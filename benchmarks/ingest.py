@@ -1,0 +1,172 @@
+"""End-to-end ingestion: `cjkrag` (Engine.ingest) vs a plain reference pipeline, same documents, same model.
+
+    nice python benchmarks/ingest.py --docs 2000          # both pipelines, side by side, as a ratio
+    python benchmarks/ingest.py --docs 300 --json benchmarks/results/ingest-cpu.json
+
+Documents: the cmrc2018 (zh) and jaquad (ja) passages of ``../shared/data/beir`` (real paragraphs, a title
+each), interleaved, the first ``--docs``. Store: Milvus Lite, a fresh file per pipeline.
+
+- cjkrag: ``Engine.ingest`` with the configured model (default: the bundled multilingual-e5-small),
+  public documents; prints per-stage busy seconds (prepare = read + manifest lookup + chunk + analyze,
+  embed, write) and which stage is the bottleneck.
+- reference, as a user would write it: LangChain ``RecursiveCharacterTextSplitter(chunk_size=512,
+  chunk_overlap=64)`` + ``SentenceTransformer.encode(chunks, batch_size=32)`` (same model folder, with the
+  ``passage: `` prefix) + ``pymilvus.MilvusClient`` insert.
+
+Each pipeline runs in its own subprocess, so each peak RSS is its own. The reference does not analyze
+keywords (no BM25): it does less work than cjkrag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+BEIR = ROOT.parent / "shared" / "data" / "beir"
+SETS = ("cmrc2018-passage", "jaquad-passage")
+
+
+def documents(n: int) -> list[dict[str, Any]]:
+    per_set = []
+    for name in SETS:
+        path = BEIR / name / "corpus.jsonl"
+        if not path.exists():
+            sys.exit(f"{path} is missing: this benchmark reads the ../shared corpora")
+        with path.open(encoding="utf-8") as f:
+            per_set.append([json.loads(line) for line in f if line.strip()])
+    out: list[dict[str, Any]] = []
+    for i in range(max(len(s) for s in per_set)):
+        for name, rows in zip(SETS, per_set, strict=True):
+            if i < len(rows) and len(out) < n:
+                r = rows[i]
+                out.append({"id": f"{name}/{r['_id']}", "title": r.get("title", ""), "text": r["text"], "public": True})
+    return out
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_cjkrag(docs: list[dict[str, Any]], model: str, tmp: Path) -> dict[str, Any]:
+    import cjkrag
+
+    eng = cjkrag.open({"data_dir": str(tmp), "embedding": {"model": model}})
+    t0 = time.perf_counter()
+    eng.warm_up()
+    load_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rep = eng.ingest(docs)
+    total = time.perf_counter() - t0
+    precision = getattr(eng.embedder, "precision", "?")
+    eng.close()
+    stages = dict(rep.stages)
+    return {
+        "pipeline": "cjkrag", "docs": rep.documents, "chunks": rep.chunks, "tokens": rep.tokens,
+        "failed": len(rep.failed), "seconds": total, "load_s": load_s, "stages": stages,
+        "bottleneck": max(stages, key=lambda k: stages[k]) if stages else "", "precision": precision,
+        "peak_rss_mb": _peak_rss_mb(),
+    }  # fmt: skip
+
+
+def run_reference(docs: list[dict[str, Any]], model: str, tmp: Path) -> dict[str, Any]:
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+    from pymilvus import DataType, MilvusClient
+    from sentence_transformers import SentenceTransformer
+
+    from cjkrag.connectors.milvus.store import _import_milvus_lite
+
+    _import_milvus_lite()
+    t0 = time.perf_counter()
+    path = model
+    if model.startswith("bundled:"):
+        from cjkrag.ingest.embedding.bundled import ensure_bundled_model
+
+        path = str(ensure_bundled_model(None))
+    st = SentenceTransformer(path, device="cpu")
+    client = MilvusClient(str(tmp / "ref.db"))
+    load_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    splitter = RecursiveCharacterTextSplitter(chunk_size=512, chunk_overlap=64)
+    chunks, ids = [], []
+    for d in docs:
+        for j, c in enumerate(splitter.split_text(d["text"])):
+            chunks.append(c)
+            ids.append(f"{d['id']}#{j}")
+    t_split = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    vecs = st.encode(["passage: " + c for c in chunks], batch_size=32, normalize_embeddings=True)
+    t_embed = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    schema = client.create_schema(auto_id=False)
+    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=512)
+    schema.add_field("text", DataType.VARCHAR, max_length=65535)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=int(vecs.shape[1]))
+    index = client.prepare_index_params()
+    index.add_index("vector", index_type="FLAT", metric_type="COSINE")
+    client.create_collection("ref", schema=schema, index_params=index)
+    rows = [{"id": i, "text": c, "vector": v.tolist()} for i, c, v in zip(ids, chunks, vecs, strict=True)]
+    for s in range(0, len(rows), 256):
+        client.insert("ref", rows[s : s + 256])
+    t_write = time.perf_counter() - t0
+    client.close()
+    stages = {"split": t_split, "embed": t_embed, "write": t_write}
+    return {
+        "pipeline": "reference", "docs": len(docs), "chunks": len(chunks), "seconds": sum(stages.values()),
+        "load_s": load_s, "stages": stages, "bottleneck": max(stages, key=lambda k: stages[k]),
+        "peak_rss_mb": _peak_rss_mb(),
+    }  # fmt: skip
+
+
+def _child(args: argparse.Namespace) -> None:
+    docs = documents(args.docs)
+    with tempfile.TemporaryDirectory() as tmp:
+        fn = run_cjkrag if args.only == "cjkrag" else run_reference
+        print(json.dumps(fn(docs, args.model, Path(tmp))))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--docs", type=int, default=2000)
+    ap.add_argument("--model", default="bundled:multilingual-e5-small")
+    ap.add_argument("--only", choices=["cjkrag", "reference"], help=argparse.SUPPRESS)
+    ap.add_argument("--json", type=Path, help="write the results here")
+    args = ap.parse_args()
+    if args.only:
+        _child(args)
+        return
+    results = []
+    for which in ("cjkrag", "reference"):
+        cmd = [sys.executable, __file__, "--docs", str(args.docs), "--model", args.model, "--only", which]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        if proc.returncode:
+            sys.exit(f"{which} failed:\n{proc.stderr[-4000:]}")
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    print(f"{'pipeline':<10} {'docs':>5} {'chunks':>6} {'s':>7} {'docs/s':>7} {'chunks/s':>8} {'peak RSS MB':>11}  stages (busy s)")
+    for r in results:
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in r["stages"].items())
+        print(f"{r['pipeline']:<10} {r['docs']:>5} {r['chunks']:>6} {r['seconds']:>7.1f} {r['docs'] / r['seconds']:>7.2f} "
+              f"{r['chunks'] / r['seconds']:>8.2f} {r['peak_rss_mb']:>11.0f}  {stages}; bottleneck: {r['bottleneck']}")  # fmt: skip
+    ours, ref = results
+    ratio = (ours["docs"] / ours["seconds"]) / (ref["docs"] / ref["seconds"])
+    print(f"cjkrag precision: {ours.get('precision')}; docs/s ratio cjkrag / reference: {ratio:.2f}x "
+          "(model loading excluded from both)")  # fmt: skip
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"docs": args.docs, "results": results, "ratio": ratio}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
