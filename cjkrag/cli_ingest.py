@@ -24,8 +24,9 @@ EXIT_CODES_HELP = (
 def ingest(
     paths: Annotated[
         list[Path] | None,
-        typer.Argument(help="Files or folders of .txt .md .html .jsonl (jsonl: one record per line with "
-                       "id, text, optional title, acl, deny, public, metadata, language)."),
+        typer.Argument(help="Files or folders: .txt .md .html .jsonl .pdf .docx .pptx .xlsx .eml .msg and images "
+                       "(jsonl: one record per line with id, text, optional title, acl, deny, public, metadata, "
+                       "language)."),
     ] = None,
     config: ConfigOpt = None,
     collection: Annotated[str | None, typer.Option(help="Collection to write to (default from config).")] = None,
@@ -47,6 +48,8 @@ def ingest(
     retry_failed: Annotated[Path | None, typer.Option("--retry-failed", help="Re-run only the documents that "
                             "failed in this earlier report (same folders and access options).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")] = True,
+    encoding: Annotated[str | None, typer.Option(help="Encoding of the text files (e.g. gb18030, cp932, euc_jp, "
+                        "cp949) instead of detecting it.")] = None,
 ) -> None:
     """Read, chunk, embed and store documents with their access rules.
 
@@ -74,7 +77,7 @@ def ingest(
         with IngestProgress(progress, _count_files(paths)) as on_progress:
             rep = engine.ingest([str(p) for p in paths], acl=acl or (), deny=deny or (), public=public,
                                 on_progress=on_progress, source_id=source_id, sync=sync, dry_run=dry_run,
-                                yes=yes, only_sources=only)  # fmt: skip
+                                yes=yes, only_sources=only, encoding=encoding)  # fmt: skip
     except CjkragError as exc:
         raise _fail(exc, EXIT_ERROR) from None
     report_path = report or engine.config.resolved_data_dir() / "reports" / f"ingest-{time.strftime('%Y%m%d-%H%M%S')}.json"
