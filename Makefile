@@ -10,7 +10,7 @@ EXTRAS  ?= gpu,milvus,qdrant,weaviate,elasticsearch,service,eval,formats,optimiz
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test test-slow test-all lint typecheck bench clean
+.PHONY: install demo test test-slow test-all lint typecheck bench clean system-deps
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -23,6 +23,12 @@ $(STAMP): $(PY) pyproject.toml setup.py
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Optional system packages (Debian, as root): Tesseract with Chinese/Japanese/Korean data, the OCR engine
+# used when present (without it OCR falls back to RapidOCR from PyPI, which reads Chinese only).
+system-deps:
+	apt-get update -qq
+	apt-get install -y -qq tesseract-ocr tesseract-ocr-chi-sim tesseract-ocr-jpn tesseract-ocr-kor
 
 demo: install
 	$(BIN)/cjkrag ingest samples/corpus.jsonl samples/docs --acl group:staff

@@ -76,9 +76,9 @@ def test_text_formats_keep_every_passage(files: dict[str, Path], fmt: str) -> No
 def test_pdf_pages_headers_and_line_joining(files: dict[str, Path]) -> None:
     doc = one_doc(files["pdf"])
     assert doc.title == "客服手册" and doc.metadata["pages"] == 3
-    for page, passage in enumerate(PASSAGES, start=1):
+    for page, (_lang, chapter, _section, passage) in enumerate(corpus.PASSAGES, start=1):
         assert passage in doc.text  # lines broken inside the sentence are joined with no space
-        assert span_of(doc, passage) == {"page": page}
+        assert span_of(doc, passage) == {"page": page, "section": [chapter]}  # 16 pt title over 12 pt text
     assert corpus.HEADER not in doc.text and "- 2 -" not in doc.text  # running header/footer dropped
     assert "support team if the problem persists" in doc.text  # Latin lines joined with a space
 
@@ -271,7 +271,7 @@ def test_engine_finds_the_right_page_slide_and_row(files: dict[str, Path], tmp_p
         assert rep.documents == 6  # 5 files + the e-mail's text attachment
         hits = engine.search("返品の送料はお客様のご負担", principals=["group:staff"], mode="keyword", top_k=20)
         by_format = {h.metadata["format"]: h for h in reversed(hits)}  # best hit per format
-        assert by_format["pdf"].metadata["page"] == 2
+        assert by_format["pdf"].metadata["page"] == 2 and by_format["pdf"].metadata["section"] == ["第2章 返品"]
         assert by_format["pptx"].metadata["slide"] == 2 and by_format["pptx"].metadata["section"] == ["第2章 返品"]
         assert by_format["docx"].metadata["section"] == ["第2章 返品", "2.1 送料"]
         assert by_format["xlsx"].metadata["sheet"] == "FAQ" and by_format["xlsx"].metadata["row_start"] <= 3

@@ -57,7 +57,7 @@ def check_size(ctx: ReadContext) -> int:
     if size > ctx.max_bytes:
         raise ReaderError(
             f"file is {size:,} bytes, over the {ctx.max_bytes:,}-byte limit",
-            "split it into smaller files, or raise ingest.max_file_bytes in the config",
+            "split it into smaller files, or pass a larger max_bytes (config ingest.max_file_bytes)",
         )
     return size
 

@@ -7,7 +7,8 @@
   private-use / control characters), is rendered and OCR'd when the ``ocr`` extra is installed; else it is
   reported by page and the other pages are kept.
 
-Each page's text is one span (``{"page": n}``) of the document, so chunks cite their pages.
+Each paragraph is a span ``{"page": n, "section": [heading]}`` (a short line set in a font at least 1.2x the
+body's is taken as the heading of what follows), so chunks cite their page and heading.
 pypdfium2 was chosen over pdfplumber/pdfminer.six: both extract the generated CJK test PDFs exactly
 (CER 0), pdfium ~20x faster (see README "Formats" and benchmarks/formats.py).
 """
@@ -15,6 +16,7 @@ pypdfium2 was chosen over pdfplumber/pdfminer.six: both extract the generated CJ
 from __future__ import annotations
 
 import re
+import statistics
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +35,8 @@ from cjkrag.types import Document
 _EDGE = 0.09  # top/bottom fraction of the page where running headers/footers live
 _DIGITS_RE = re.compile(r"\d+")
 _BAD_RE = re.compile("[\ufffd\ue000-\uf8ff\x00-\x08\x0b\x0c\x0e-\x1f]")
+_HEADING_RATIO = 1.2  # a short paragraph whose lines are this much taller than the body's is a heading
+_MAX_HEADING = 60
 _MIN_TEXT = 8  # fewer non-space characters than this on a page: treat it as having no text layer
 
 
@@ -65,20 +69,27 @@ def read_pdf(ctx: ReadContext) -> Iterator[Document | ReadFailure]:
         pages = [_page_lines(pdf[i]) for i in range(len(pdf))]
         sizes = [pdf[i].get_size() for i in range(len(pdf))]
         repeated = _running_lines(pages, sizes)
+        heights = [ln.height for lines in pages for ln in lines]
+        body_height = statistics.median(heights) if heights else 0.0
         builder = TextBuilder()
         failures: list[ReadFailure] = []
         ocr_pages: list[int] = []
+        section: list[str] = []
         for number, (lines, (width, height)) in enumerate(zip(pages, sizes, strict=True), start=1):
             body = [ln for ln in lines if not _is_running(ln, height, repeated)]
-            text = _page_text(body, width)
-            if _needs_ocr(text):
+            paragraphs = _paragraphs(body, width)
+            if _needs_ocr("\n".join(p for p, _ in paragraphs)):
                 ocr_text, why = _ocr_page(ctx, pdf[number - 1])
                 if ocr_text is None:
                     failures.append(ReadFailure(f"{ctx.source} p.{number}", why, _ocr_fix(ctx)))
                     continue
-                text = ocr_text
+                paragraphs = [(ocr_text, 0.0)]
                 ocr_pages.append(number)
-            builder.add(text, {"page": number})
+            for i, (para, para_height) in enumerate(paragraphs):
+                if len(para) <= _MAX_HEADING and para_height >= _HEADING_RATIO * body_height > 0:
+                    section = [para]  # a line in a larger font than the body: a heading
+                info: dict[str, Any] = {"page": number, "section": list(section)} if section else {"page": number}
+                builder.add(para, info, sep="\n" if i else "\n\n")
         meta_title = _meta_title(pdf)
     finally:
         pdf.close()
@@ -164,10 +175,10 @@ def _is_running(line: _Line, height: float, repeated: set[str]) -> bool:
     return at_edge and _norm(line.text) in repeated
 
 
-def _page_text(lines: list[_Line], width: float) -> str:
-    """Lines in reading order (two columns when the page has them), joined into paragraphs."""
+def _paragraphs(lines: list[_Line], width: float) -> list[tuple[str, float]]:
+    """(paragraph, its tallest line) in reading order (two columns when the page has them)."""
     if not lines:
-        return ""
+        return []
     mid = width / 2
     left = [ln for ln in lines if ln.x1 <= mid + 2]
     right = [ln for ln in lines if ln.x0 >= mid - 2]
@@ -188,17 +199,19 @@ def _page_text(lines: list[_Line], width: float) -> str:
         ordered.extend([block_l, block_r])
     else:
         ordered = [lines]  # pdfium's own order follows the content stream, usually the reading order
-    paragraphs: list[str] = []
+    paragraphs: list[tuple[str, float]] = []
     for block in ordered:
         current: list[_Line] = []
-        for ln in block:
-            if current and not _same_paragraph(current[-1], ln):
-                paragraphs.append(join_lines(x.text for x in current))
+        seq: list[_Line | None] = [*block, None]  # None: end of the block
+        for item in seq:
+            if current and (item is None or not _same_paragraph(current[-1], item)):
+                text = join_lines(x.text for x in current)
+                if text:
+                    paragraphs.append((text, max(x.height for x in current)))
                 current = []
-            current.append(ln)
-        if current:
-            paragraphs.append(join_lines(x.text for x in current))
-    return "\n".join(p for p in paragraphs if p)
+            if item is not None:
+                current.append(item)
+    return paragraphs
 
 
 def _same_paragraph(prev: _Line, line: _Line) -> bool:
