@@ -3,8 +3,11 @@
 * one fine-tuned for a few steps on SHUFFLED pairs (each query paired with another query's positive);
 * one over-quantized: every linear weight rounded to 1 bit (its sign times the row's mean magnitude).
 
-Evaluation: 40 held-out LCQMC question pairs among their positives and 80 distractors (the base model
-scores nDCG@10 ~0.99 there, so a working model has nothing to lose and a broken one shows).
+Evaluation: the shuffled model on 40 held-out LCQMC question pairs among their positives and 80 distractors
+(the base scores nDCG@10 1.0 there). The 1-bit model is gated on 60 held-out BQ bank questions: on the
+LCQMC near-duplicates it PASSED (nDCG@10 1.0 — intact token embeddings and residual paths still match
+near-identical strings), while on all 174 BQ held-out queries it lost 0.158 nDCG@10 (21 wins / 66 losses).
+Gate on sets that look like your queries.
 """
 
 from __future__ import annotations
@@ -40,6 +43,17 @@ def heldout(split: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
+def bq_heldout() -> Any:
+    from cjkrag.pipeline.models.pairs import pairs_to_beir, read_labelled_pairs, split_labelled
+
+    bq = SHARED / "data" / "eval" / "bq"
+    if not bq.is_dir():
+        pytest.skip(f"shared data missing: {bq}")
+    s = split_labelled(read_labelled_pairs(bq), heldout_fraction=0.2, seed=13, max_train=1, max_heldout=60)
+    return pairs_to_beir(s.heldout, s.distractors, name="bq-heldout-60")
+
+
+@pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("emb-cache")
 
@@ -70,7 +84,7 @@ def test_gate_refuses_model_trained_on_shuffled_pairs(split: Any, heldout: Any, 
     assert row["losses"] > row["wins"]
 
 
-def test_gate_refuses_one_bit_model(heldout: Any, cache: Path, tmp_path: Path) -> None:
+def test_gate_refuses_one_bit_model(bq_heldout: Any, cache: Path, tmp_path: Path) -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -84,7 +98,7 @@ def test_gate_refuses_one_bit_model(heldout: Any, cache: Path, tmp_path: Path) -
                 w.copy_(torch.sign(w) * w.abs().mean(dim=1, keepdim=True))
     out = tmp_path / "one-bit"
     model.save(str(out))
-    report = _gate(out, heldout, cache)
+    report = _gate(out, bq_heldout, cache)
     row = report["sets"][0]
     assert report["passed"] is False, row
     assert row["losses"] > row["wins"]
