@@ -47,7 +47,12 @@ class VectorStore(Protocol):
     def query(
         self, filters: FilterNode | None, fields: Sequence[str], limit: int = 16384
     ) -> list[dict[str, object]]:
-        """Stored fields of the chunks matching ``filters`` (no ranking)."""
+        """Stored fields of the chunks matching ``filters`` (no ranking).
+
+        ``"vector"`` among ``fields`` returns the stored dense vector (a list of floats), or raises
+        StoreError where the backend cannot: ingestion then re-embeds instead of reusing vectors for an
+        access-only change.
+        """
 
     def count(self, filters: FilterNode | None = None) -> int:
         """Number of chunks matching ``filters``."""
