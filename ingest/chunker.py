@@ -23,9 +23,9 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from cjkrag.errors import ConfigError
-from cjkrag.types import Chunk
+from cjkrag.types import Chunk, Document
 
-__all__ = ["TokenCounter", "chunk_text", "is_grapheme_break"]
+__all__ = ["TokenCounter", "chunk_text", "is_grapheme_break", "with_language"]
 
 
 @runtime_checkable
@@ -68,6 +68,20 @@ _TIERS: tuple[tuple[re.Pattern[str], ...], ...] = (
     (_COMMA_RE,),
     (_SPACE_RE,),
 )
+
+
+def with_language(doc: Document) -> Document:
+    """``doc`` with its language decided once for all its chunks: the record's own ``language``, else the one
+    detected from its title and text (:func:`cjkrag.pipeline.analyzer.detect_language`). Every chunk is then
+    analyzed, and stored, with the document's language: a kanji-only chunk of a Japanese document (a
+    heading, a table) is Japanese, not Chinese."""
+    if doc.language:
+        return doc
+    from dataclasses import replace
+
+    from cjkrag.pipeline.analyzer.normalize import detect_language
+
+    return replace(doc, language=detect_language(f"{doc.title}\n{doc.text}"))
 
 
 def chunk_text(

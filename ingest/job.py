@@ -135,8 +135,9 @@ class IngestJob:
 
     def _prepare(self, doc: Document, report: IngestReport) -> _Prepared | None:
         from cjkrag.connectors.filters import Condition
-        from cjkrag.ingest.chunker import chunk_text
+        from cjkrag.ingest.chunker import chunk_text, with_language
 
+        doc = with_language(doc)  # one language per document, stored on every chunk
         if not doc.acl and not doc.public:
             raise AccessError(
                 f"document {doc.id!r} has no access rule (no acl, not public): nobody could read it. "
