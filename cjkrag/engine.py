@@ -180,7 +180,7 @@ class Engine:
 
     def analyzer_tag(self) -> str:
         a = self.config.analyzer
-        return f"bigrams={a.bigrams},t2s={a.traditional_to_simplified},stop={a.stopwords}"
+        return f"bigrams={a.bigrams},t2s={a.traditional_to_simplified},stop={a.stopwords},kw=title+body"
 
     def _documents(
         self, sources: Source | Iterable[Source], *, acl: tuple[str, ...], deny: tuple[str, ...], public: bool

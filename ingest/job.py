@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cjkrag.errors import AccessError, CjkragError, StoreError, StoreUnavailable
+from cjkrag.ingest.chunker import keyword_text
 from cjkrag.ingest.records import build_records, document_hash
 from cjkrag.types import Document
 
@@ -173,7 +174,7 @@ class IngestJob:
         texts = [c.text for p in pending for c in p.chunks]
         langs = [p.doc.language for p in pending for _ in p.chunks]
         vectors = self.embedder.embed_passages(texts).tolist()
-        keywords = self.analyzer.analyze_many(texts, langs)
+        keywords = self.analyzer.analyze_many([keyword_text(p.doc, c) for p in pending for c in p.chunks], langs)
         records = []
         at = 0
         for p in pending:
@@ -193,7 +194,7 @@ class IngestJob:
         for batch in _batches(p.chunks, self.batch_size):
             texts = [c.text for c in batch]
             vectors = self.embedder.embed_passages(texts).tolist()
-            keywords = self.analyzer.analyze_many(texts, [p.doc.language] * len(texts))
+            keywords = self.analyzer.analyze_many([keyword_text(p.doc, c) for c in batch], [p.doc.language] * len(texts))
             records = build_records(p.doc, batch, vectors, keywords, p.doc_hash)
             self.store.upsert(records)
             written.update(r.chunk_id for r in records)
