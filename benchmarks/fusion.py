@@ -53,14 +53,14 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "rrf k=10": ("rrf", {"k": 10}),
     "weighted minmax": ("weighted", {"normalization": "minmax"}),
     "dbsf": ("dbsf", {}),
-    "adaptive fill": ("adaptive", {"signals": ("fill",)}),
+    "adaptive fill@depth": ("adaptive", {"signals": ("fill",), "fill_at": None}),
     "adaptive fill@10": ("adaptive", {"signals": ("fill",), "fill_at": 10}),
-    "adaptive fill@20": ("adaptive", {"signals": ("fill",), "fill_at": 20}),
+    "adaptive (fill@20)": ("adaptive", {}),
     "adaptive fill@50": ("adaptive", {"signals": ("fill",), "fill_at": 50}),
-    "adaptive fill+standout": ("adaptive", {"signals": ("fill", "standout")}),
+    "adaptive fill+standout": ("adaptive", {"signals": ("fill", "standout"), "fill_at": None}),
     "adaptive standout": ("adaptive", {"signals": ("standout",)}),
     "adaptive gap": ("adaptive", {"signals": ("gap",)}),
-    "adaptive fill+coverage": ("adaptive", {"signals": ("fill",), "evidence": "coverage"}),
+    "adaptive fill+coverage": ("adaptive", {"signals": ("fill",), "fill_at": None, "evidence": "coverage"}),
     "adaptive coverage": ("adaptive", {"signals": (), "evidence": "coverage"}),
 }
 

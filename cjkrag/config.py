@@ -57,7 +57,7 @@ def _default_weights() -> dict[Literal["dense", "keyword"], float]:
 
 
 class FusionConfig(_Strict):
-    method: Literal["rrf", "weighted", "dbsf"] = "weighted"
+    method: Literal["rrf", "weighted", "dbsf", "adaptive"] = "weighted"
     k: int = Field(60, ge=1)
     weights: dict[Literal["dense", "keyword"], float] = Field(default_factory=_default_weights)
     normalization: Literal["minmax", "zscore"] = "zscore"

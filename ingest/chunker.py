@@ -100,7 +100,7 @@ def chunk_context(doc: Document, chunk: Chunk | None = None) -> str:
     between levels; ``""`` when the document has neither."""
     parts = [doc.title.strip()] if doc.title and doc.title.strip() else []
     sections = doc.metadata.get("sections") if chunk is not None else None
-    if isinstance(sections, list):
+    if chunk is not None and isinstance(sections, list):
         current: object = None
         for entry in sections:
             if isinstance(entry, dict) and isinstance(entry.get("start"), int) and entry["start"] <= chunk.start:

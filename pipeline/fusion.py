@@ -51,6 +51,8 @@ Normalization = Literal["minmax", "zscore"]
 METHODS: tuple[str, ...] = ("rrf", "weighted", "dbsf", "adaptive")
 SIGNALS: tuple[str, ...] = ("fill", "standout", "gap")
 DEFAULT_SIGNALS: tuple[str, ...] = ("fill",)
+DEFAULT_FILL_AT = 20
+"""A run with fewer hits than this counts as partly empty (two result pages; measured in README, Results)."""
 NORMALIZATIONS: tuple[str, ...] = ("minmax", "zscore")
 
 
@@ -250,14 +252,14 @@ def adaptive(
     weights: Mapping[str, float] | None = None,
     evidence: Mapping[str, float] | None = None,
     signals: Sequence[str] = DEFAULT_SIGNALS,
-    fill_at: int | None = None,
+    fill_at: int | None = DEFAULT_FILL_AT,
 ) -> list[FusedItem]:
     """Weighted z-score fusion with per-query weights ``w_r * evidence_r * prod(signal_r)``.
 
     Signals (each computed from run ``r`` alone, for this query):
 
     * ``fill``: ``min(1, len(run) / fill_at)``, the share of the candidate depth the run returned
-      (``fill_at`` defaults to the longest run's length);
+      (``fill_at``: :data:`DEFAULT_FILL_AT`, capped by the longest run's length; None: that length);
     * ``standout``: the z-score of the run's top hit; ``gap``: (top - second) / std of the run.
 
     ``evidence`` (name -> factor in [0, 1], default 1) carries what the caller knows, e.g. the share of the

@@ -242,8 +242,9 @@ def test_adaptive_fill_leans_on_the_run_that_returned_candidates() -> None:
     keyword = [("junk", 5.0), ("other", 4.0)]
     runs = {"dense": dense, "keyword": keyword}
     assert weighted(runs, normalization="zscore")[0].id == "junk"
-    fused = adaptive(runs, signals=("fill",))
+    fused = adaptive(runs, signals=("fill",), fill_at=None)
     assert fused[0].id == "right"
+    assert adaptive(runs)[0].id == "right"  # the default: fill at 20 hits (keyword weight 2/20)
     # the same arithmetic as weighted z-score with the keyword weight scaled by 2/100
     expected = by_id(weighted(runs, {"dense": 1.0, "keyword": 2 / 100}, "zscore"))
     for item in fused:
@@ -252,7 +253,7 @@ def test_adaptive_fill_leans_on_the_run_that_returned_candidates() -> None:
 
 def test_adaptive_equals_weighted_zscore_when_runs_are_alike() -> None:
     runs = {"dense": [(f"x{i}", 1.0 - i / 10) for i in range(10)], "keyword": [(f"x{9 - i}", 10.0 - i) for i in range(10)]}
-    got = [(it.id, round(it.score, 9)) for it in adaptive(runs, signals=("fill",))]
+    got = [(it.id, round(it.score, 9)) for it in adaptive(runs)]
     assert got == [(it.id, round(it.score, 9)) for it in weighted(runs, normalization="zscore")]
 
 
