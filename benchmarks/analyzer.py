@@ -6,7 +6,7 @@
 
 Text comes from ``../shared/data`` (cmrc2018 / jaquad passages, KorSTS sentences); when a file is absent
 the benchmark falls back to generated text and says so. Speed is measured on UTF-8 bytes of input.
-Quality sets (bm25s, Lucene BM25, k1=1.5, b=0.75; the same queries for every tokenization; all queries by
+Quality sets (bm25s, Lucene BM25, k1=1.5, b=0.75 unless --bm25 says otherwise; the same queries for every tokenization; all queries by
 default, ``--queries 300`` for a quick random sample):
 cmrc2018-passage (zh) and jaquad-passage (ja) BEIR sets (questions written from the paragraph: lexical,
 near the ceiling); STS pairs turned into paraphrase retrieval (sentence1 of a pair with score >= 4 is the
@@ -59,58 +59,9 @@ def _korsts_rows(*names: str) -> list[list[str]]:
 def _generated(lang: str, n_bytes: int) -> list[str]:
     rng = random.Random(0)
     words = {
-        "zh": [
-            "中华",
-            "人民",
-            "共和国",
-            "首都",
-            "北京",
-            "数据库",
-            "检索",
-            "系统",
-            "我们",
-            "使用",
-            "模型",
-            "训练",
-            "城市",
-            "历史",
-            "文化",
-            "经济",
-            "发展",
-        ],
-        "ja": [
-            "東京",
-            "は",
-            "日本",
-            "の",
-            "首都",
-            "です",
-            "検索",
-            "エンジン",
-            "を",
-            "使い",
-            "まし",
-            "た",
-            "データ",
-            "ベース",
-            "歴史",
-            "文化",
-            "経済",
-        ],
-        "ko": [
-            "서울은",
-            "한국의",
-            "수도입니다",
-            "검색",
-            "엔진을",
-            "사용했다",
-            "데이터베이스",
-            "역사",
-            "문화",
-            "경제",
-            "발전",
-            "도시",
-        ],
+        "zh": ["中华", "人民", "共和国", "首都", "北京", "数据库", "检索", "系统", "我们", "使用", "模型", "训练", "城市", "历史", "文化", "经济", "发展"],
+        "ja": ["東京", "は", "日本", "の", "首都", "です", "検索", "エンジン", "を", "使い", "まし", "た", "データ", "ベース", "歴史", "文化", "経済"],
+        "ko": ["서울은", "한국의", "수도입니다", "검색", "엔진을", "사용했다", "데이터베이스", "역사", "문화", "경제", "발전", "도시"],
     }[lang]
     sep = " " if lang == "ko" else ""
     texts, total = [], 0
@@ -233,9 +184,30 @@ def char_bigram_query(text: str) -> list[str]:
     return list(dict.fromkeys(char_bigrams(text)))
 
 
-def quality_set(name: str) -> tuple[list[str], list[str], list[str], list[set[int]]] | None:
-    """(doc_ids, doc_texts, query_texts, relevant doc indexes per query) or None when absent."""
-    if name in ("cmrc2018-passage", "jaquad-passage"):
+BEIR_SETS = tuple(f"{n}-{k}" for n in ("cmrc2018", "jaquad", "xquad-zh") for k in ("passage", "article"))
+PAIR_SETS = ("tatoeba-cmn-eng", "tatoeba-jpn-eng", "tatoeba-kor-eng", "lcqmc", "bq", "pawsx-zh")
+STS_SETS = ("stsb-zh-pairs", "jsts-pairs", "korsts-pairs", "klue-sts-pairs")
+QUALITY_SETS = (*BEIR_SETS, *PAIR_SETS, *STS_SETS)
+LANGUAGE = {
+    **dict.fromkeys(("cmrc2018", "xquad", "lcqmc", "bq", "pawsx", "stsb", "tatoeba-cmn"), "zh"),
+    **dict.fromkeys(("jaquad", "jsts", "tatoeba-jpn"), "ja"),
+    **dict.fromkeys(("korsts", "klue", "tatoeba-kor"), "ko"),
+}
+
+
+def language_of(set_name: str) -> str:
+    for prefix, lang in sorted(LANGUAGE.items(), key=lambda kv: -len(kv[0])):
+        if set_name.startswith(prefix):
+            return lang
+    raise ValueError(set_name)
+
+
+QualitySet = tuple[list[str], list[str], list[set[int]], list[int]]
+
+
+def quality_set(name: str) -> QualitySet | None:
+    """(document texts, query texts, relevant doc indexes per query, the query's own doc index or -1)."""
+    if name in BEIR_SETS:
         base = SHARED / "beir" / name
         if not (base / "corpus.jsonl").exists():
             return None
@@ -252,7 +224,22 @@ def quality_set(name: str) -> tuple[list[str], list[str], list[str], list[set[in
                 if int(score) > 0 and did in index:
                     rel.setdefault(qid, set()).add(index[did])
         qids = [q for q in queries if q in rel]
-        return ids, texts, [queries[q] for q in qids], [rel[q] for q in qids]
+        return texts, [queries[q] for q in qids], [rel[q] for q in qids], [-1] * len(qids)
+    if name in PAIR_SETS:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from make_beir import build
+
+        try:
+            corpus, query_list, qrels = build(name)
+        except (OSError, SystemExit):
+            return None
+        index = {d: i for i, (d, _) in enumerate(corpus)}
+        return (
+            [t for _, t in corpus],
+            [t for _, t in query_list],
+            [{index[d] for d in qrels[q]} for q, _ in query_list],
+            [index.get(q, -1) for q, _ in query_list],
+        )
     pairs = _sts_pairs(name)
     if pairs is None:
         return None
@@ -262,7 +249,7 @@ def quality_set(name: str) -> tuple[list[str], list[str], list[str], list[set[in
     for s1, s2, similarity in pairs:
         if similarity >= 4.0 and s1 != s2:
             rel_by_query.setdefault(s1, set()).add(index[s2])
-    return [str(i) for i in range(len(texts))], texts, list(rel_by_query), list(rel_by_query.values())
+    return texts, list(rel_by_query), list(rel_by_query.values()), [-1] * len(rel_by_query)
 
 
 def _sts_pairs(name: str) -> list[tuple[str, str, float]] | None:
@@ -270,6 +257,12 @@ def _sts_pairs(name: str) -> list[tuple[str, str, float]] | None:
     if name == "korsts-pairs":
         rows = _korsts_rows("sts-dev.tsv", "sts-test.tsv")
         return [(r[5], r[6], float(r[4])) for r in rows] or None
+    if name == "klue-sts-pairs":
+        path = SHARED / "eval" / "klue_sts" / "klue-sts-v1.1_dev.json"
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return [(r["sentence1"], r["sentence2"], float(r["labels"]["label"])) for r in data] or None
     if name == "stsb-zh-pairs":
         out: list[tuple[str, str, float]] = []
         for split in ("train", "valid", "test"):
@@ -291,72 +284,105 @@ def _sts_pairs(name: str) -> list[tuple[str, str, float]] | None:
 
 
 def evaluate(
-    docs: Sequence[str],
-    queries: Sequence[str],
+    doc_tokens: list[list[str]],
+    query_tokens: list[list[str]],
     relevant: Sequence[set[int]],
-    doc_tok: Tokenize,
-    query_tok: Tokenize,
+    own: Sequence[int],
     k: int = 10,
-    doc_tok_many: Callable[[Sequence[str]], list[list[str]]] | None = None,
+    k1: float = 1.5,
+    b: float = 0.75,
 ) -> dict[str, float]:
-    import bm25s
+    """bm25s (Lucene BM25) nDCG@10 / Recall@10 over pre-tokenized documents and queries."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from runs import bm25_run  # benchmarks/runs.py
 
-    corpus = doc_tok_many(docs) if doc_tok_many else [doc_tok(d) for d in docs]
-    retriever = bm25s.BM25()
-    retriever.index(corpus, show_progress=False)
-    q_tokens = [query_tok(q) or ["\x00empty"] for q in queries]
-    top, scores = retriever.retrieve(q_tokens, k=k, show_progress=False)
     ndcg = recall = 0.0
-    for row, srow, rel in zip(top, scores, relevant, strict=True):
-        hits = [int(d) for d, s in zip(row, srow, strict=True) if s > 0]
-        dcg = sum(1.0 / math.log2(r + 2) for r, d in enumerate(hits) if d in rel)
+    for hits, rel in zip(bm25_run(doc_tokens, query_tokens, own, k1=k1, b=b, depth=k), relevant, strict=True):
+        ranked = [d for d, _ in hits]
+        dcg = sum(1.0 / math.log2(r + 2) for r, d in enumerate(ranked) if d in rel)
         ideal = sum(1.0 / math.log2(r + 2) for r in range(min(len(rel), k)))
         ndcg += dcg / ideal
-        recall += len(rel.intersection(hits)) / len(rel)
-    n = len(queries)
+        recall += len(rel.intersection(ranked)) / len(rel)
+    n = len(query_tokens)
     return {"ndcg@10": round(ndcg / n, 4), "recall@10": round(recall / n, 4), "queries": n}
 
 
-def tokenizations() -> dict[
-    str, tuple[Tokenize, Tokenize, Callable[[Sequence[str]], list[list[str]]] | None]
-]:
-    """name -> (document tokenizer, query tokenizer, batched document tokenizer)."""
-    out: dict[str, tuple[Tokenize, Tokenize, Callable[[Sequence[str]], list[list[str]]] | None]] = {}
+Tokenizer = tuple[Tokenize, Callable[[Sequence[str]], list[list[str]]]]
+
+
+def tokenizations() -> dict[str, Tokenizer]:
+    """name -> (query tokenizer, batched document tokenizer)."""
     variants = {
         "cjkrag": CJKAnalyzer(),
         "cjkrag-no-bigrams": CJKAnalyzer(bigrams=False),
         "cjkrag-plain-bigrams": CJKAnalyzer(bigram_prefix=""),
+        "cjkrag-no-stopwords": CJKAnalyzer(stopwords=False),
         "cjkrag-ja-bigrams": CJKAnalyzer(bigram_languages=("zh", "ja", "ko")),
         "cjkrag-korean-bigrams": CJKAnalyzer(korean="bigrams"),
     }
-    for name, a in variants.items():
-        out[name] = (a.analyze, a.analyze_query, a.analyze_many)
-    out["char-bigram"] = (char_bigrams, char_bigram_query, None)
+    out: dict[str, Tokenizer] = {name: (a.analyze_query, a.analyze_many) for name, a in variants.items()}
+    out["char-bigram"] = (char_bigram_query, lambda texts: [char_bigrams(t) for t in texts])
     return out
 
 
-ONLY_FOR = {"cjkrag-ja-bigrams": {"jaquad", "jsts"}, "cjkrag-korean-bigrams": {"korsts"}}
-QUALITY_SETS = ("cmrc2018-passage", "stsb-zh-pairs", "jaquad-passage", "jsts-pairs", "korsts-pairs")
+ONLY_FOR = {"cjkrag-ja-bigrams": {"ja"}, "cjkrag-korean-bigrams": {"ko"}}
+BASELINE = ("char-bigram", 1.5, 0.75)  # the acceptance baseline: bm25s k1=1.5 b=0.75 over bigrams
 
 
-def measure_quality(n_queries: int, seed: int = 0) -> list[dict[str, Any]]:
+def measure_quality(
+    n_queries: int,
+    seed: int = 0,
+    sets: Sequence[str] = QUALITY_SETS,
+    methods: Sequence[str] | None = None,
+    params: Sequence[tuple[float, float]] = ((1.5, 0.75),),
+) -> list[dict[str, Any]]:
+    """Every tokenization at the first BM25 ``params``; ``cjkrag`` (and the baseline) at every one of them."""
     rows: list[dict[str, Any]] = []
-    methods = tokenizations()
-    for set_name in QUALITY_SETS:
+    all_methods = tokenizations()
+    chosen = {m: all_methods[m] for m in (methods or all_methods)}
+    chosen.setdefault(BASELINE[0], all_methods[BASELINE[0]])
+    for set_name in sets:
         loaded = quality_set(set_name)
         if loaded is None:
             print(f"[skip] {set_name}: not found under {SHARED}", file=sys.stderr)
             continue
-        _, docs, queries, relevant = loaded
+        docs, queries, relevant, own = loaded
+        lang = language_of(set_name)
         n = len(queries) if n_queries <= 0 else min(n_queries, len(queries))
         pick = sorted(random.Random(seed).sample(range(len(queries)), n))
-        qs, rel = [queries[i] for i in pick], [relevant[i] for i in pick]
-        for method, (doc_tok, query_tok, many) in methods.items():
-            if method in ONLY_FOR and set_name.split("-")[0] not in ONLY_FOR[method]:
+        qs, rel, mine = [queries[i] for i in pick], [relevant[i] for i in pick], [own[i] for i in pick]
+        for method, (query_tok, doc_tok_many) in chosen.items():
+            if method in ONLY_FOR and lang not in ONLY_FOR[method]:
                 continue  # the variant changes nothing on this set
-            scores = evaluate(docs, qs, rel, doc_tok, query_tok, doc_tok_many=many)
-            rows.append({"set": set_name, "tokenization": method, "docs": len(docs), **scores})
+            doc_tokens = doc_tok_many(docs)
+            query_tokens = [query_tok(q) for q in qs]
+            grid = params if method in ("cjkrag", BASELINE[0]) else params[:1]
+            for k1, b in grid:
+                scores = evaluate(doc_tokens, query_tokens, rel, mine, k1=k1, b=b)
+                rows.append({"set": set_name, "language": lang, "tokenization": method, "k1": k1, "b": b,
+                             "docs": len(docs), **scores})
+                print(f"{set_name:18} {method:24} k1={k1} b={b} {scores}", file=sys.stderr)
     return rows
+
+
+def summarize(rows: list[dict[str, Any]], margin: float = 0.003) -> list[dict[str, Any]]:
+    """Per tokenization and BM25 setting: the worst difference to the baseline per language (nDCG@10)."""
+    base = {r["set"]: r["ndcg@10"] for r in rows if (r["tokenization"], r["k1"], r["b"]) == BASELINE}
+    out: dict[tuple[str, float, float, str], dict[str, Any]] = {}
+    for r in rows:
+        if r["set"] not in base or r["set"].startswith("tatoeba"):
+            continue  # Tatoeba: English queries, keyword search is near zero for every tokenization
+        key = (r["tokenization"], r["k1"], r["b"], r["language"])
+        diff = r["ndcg@10"] - base[r["set"]]
+        row = out.setdefault(key, {"tokenization": key[0], "k1": key[1], "b": key[2], "language": key[3],
+                                   "sets": 0, "worst": 1.0, "mean": 0.0})
+        row["sets"] += 1
+        row["worst"] = round(min(row["worst"], diff), 4)
+        row["mean"] += diff
+    for row in out.values():
+        row["mean"] = round(row["mean"] / row["sets"], 4)
+        row["ok"] = row["worst"] >= -margin
+    return sorted(out.values(), key=lambda r: (r["language"], -r["worst"]))
 
 
 # ----------------------------------------------------------------------------------- main
@@ -385,6 +411,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="queries per quality set, a fixed random sample (default 0: all of them; 300-query samples "
         "are too noisy near cmrc2018's ceiling to rank tokenizations)",
     )
+    parser.add_argument("--sets", help=f"comma list of quality sets (default: all of {', '.join(QUALITY_SETS)})")
+    parser.add_argument("--methods", help="comma list of tokenizations (default: all)")
+    parser.add_argument(
+        "--bm25", default="1.5:0.75", help="k1:b settings, comma separated; the first applies to every "
+        "tokenization, the others to cjkrag and the baseline only (e.g. 1.5:0.75,1.2:0.75)"
+    )
     parser.add_argument("--json", type=Path, help="write the results to this JSON file")
     args = parser.parse_args(argv)
 
@@ -405,10 +437,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(_table(speed, [*columns, "analyze_many_mb_s", "analyze_many_cpu_mb_s", "raw_library_cpu_mb_s"]))
         print(f"(cpu_count={os.cpu_count()}, load average {result['load_average']})")
     if args.quality:
-        quality = measure_quality(args.queries)
+        params = [tuple(float(x) for x in p.split(":")) for p in args.bm25.split(",")]
+        quality = measure_quality(
+            args.queries,
+            sets=args.sets.split(",") if args.sets else QUALITY_SETS,
+            methods=args.methods.split(",") if args.methods else None,
+            params=params,  # type: ignore[arg-type]
+        )
         result["quality"] = quality
+        result["summary"] = summarize(quality)
         print()
-        print(_table(quality, ["set", "tokenization", "docs", "queries", "ndcg@10", "recall@10"]))
+        print(_table(quality, ["set", "tokenization", "k1", "b", "docs", "queries", "ndcg@10", "recall@10"]))
+        print()
+        print(_table(result["summary"], ["language", "tokenization", "k1", "b", "sets", "worst", "mean", "ok"]))
     if args.json:
         args.json.write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
     return result

@@ -96,7 +96,7 @@ def _default_weights() -> dict[Literal["dense", "keyword"], float]:
 
 
 class FusionConfig(_Strict):
-    method: Literal["rrf", "weighted", "dbsf"] = "weighted"
+    method: Literal["rrf", "weighted", "dbsf", "adaptive"] = "weighted"
     k: int = Field(60, ge=1)
     weights: dict[Literal["dense", "keyword"], float] = Field(default_factory=_default_weights)
     normalization: Literal["minmax", "zscore"] = "zscore"
@@ -157,7 +157,8 @@ class Config(_Strict):
     def analyzer_tag(self) -> str:
         """The analyzer settings a collection's keywords were made with (stored with the collection)."""
         a = self.analyzer
-        return f"bigrams={a.bigrams},t2s={a.traditional_to_simplified},stop={a.stopwords}"
+        # kw=title+body: each chunk's keywords include its document title / section path (issue 12)
+        return f"bigrams={a.bigrams},t2s={a.traditional_to_simplified},stop={a.stopwords},kw=title+body"
 
 
 def _default_dict() -> dict[str, Any]:

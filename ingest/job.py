@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cjkrag.errors import AccessError, CjkragError, InputError, StoreError, StoreUnavailable
+from cjkrag.ingest.chunker import keyword_text, with_language
 from cjkrag.ingest.manifest import Entry, Manifest, Versions, access_hash, content_hash
 from cjkrag.ingest.records import chunk_id, document_hash
 from cjkrag.ingest.report import Failure, IngestReport
@@ -223,6 +224,7 @@ class IngestJob:
             )
         seen.add(doc.id)
         doc = self._prepare(doc)
+        doc = with_language(doc)  # one language per document (before the hashes), stored on every chunk
         if not doc.acl and not doc.public:
             raise AccessError(
                 f"document {doc.id!r} has no access rule (no acl, not public): nobody could read it. "
@@ -253,7 +255,7 @@ class IngestJob:
                                            doc_id=doc.id, path=_file_of(doc.source), root=origin.root))  # fmt: skip
             return None
         passages = self._passages_for(doc, chunks)
-        keywords = self.analyzer.analyze_many([c.text for c in chunks], [doc.language] * len(chunks))
+        keywords = self.analyzer.analyze_many([keyword_text(doc, c) for c in chunks], [doc.language] * len(chunks))
         ids = [chunk_id(doc.id, c.index, c.text) for c in chunks]
         entry = Entry(doc.id, origin.root, origin.source_id, doc.source, chash, ahash, self.versions, ids)
         work = Work(doc, entry, old, chunks, passages, keywords,

@@ -7,7 +7,12 @@
   Every query of the qrels counts; a query the run lacks scores 0.
 * :func:`run_eval` times one ``search(query, mode, k)`` call per query and mode and builds the report
   ``{"dataset", "queries", "modes": {mode: {"ndcg@10", "recall@10", "recall@100", "mrr@10",
-  "p50_ms", "p95_ms"}}}`` that :func:`write_json`, :func:`format_table` and :func:`plot` consume.
+  "p50_ms", "p95_ms"}}}`` that :func:`write_json`, :func:`format_table` and :func:`plot` consume; with a
+  single-retriever mode (``keyword``, ``dense``) among the modes it adds ``"versus"``: per mode, the
+  queries whose first relevant document ranks above (``wins``) or below (``losses``) the best single
+  mode's, and the two-sided sign-test ``p`` (:func:`compare_modes`), so no loss hides in an average.
+* A hit whose document id equals the query id is dropped (BEIR's ``ignore_identical_ids``): the pair sets
+  of ``benchmarks/make_beir.py`` give a query the id of its own sentence, which stays in the corpus.
 
 ir-measures and matplotlib are imported lazily (extra ``eval``).
 """
@@ -29,6 +34,8 @@ if TYPE_CHECKING:
     from cjkrag.config import Config
 
 METRICS: tuple[str, ...] = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
+SINGLE_MODES: tuple[str, ...] = ("keyword", "dense")
+VERSUS_KEYS: tuple[str, ...] = ("vs", "wins", "losses", "p")
 LATENCIES: tuple[str, ...] = ("p50_ms", "p95_ms")
 MODE_KEYS: tuple[str, ...] = METRICS + LATENCIES
 # our key -> ir-measures measure name
@@ -240,6 +247,51 @@ def latency_stats(ms: Sequence[float]) -> dict[str, float]:
     return {"p50_ms": percentile(50), "p95_ms": percentile(95)}
 
 
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact binomial (p = 0.5) p-value of ``wins`` vs ``losses`` (ties dropped)."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(wins, losses) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def first_relevant_rank(ranked: Sequence[str], relevant: Mapping[str, int]) -> int:
+    """1-based rank of the first relevant document of ``ranked`` (10**6 when none is there)."""
+    for i, doc in enumerate(ranked, 1):
+        if relevant.get(doc, 0) > 0:
+            return i
+    return 10**6
+
+
+def compare_modes(
+    qrels: Mapping[str, Mapping[str, int]],
+    ranked: Mapping[str, Mapping[str, Sequence[str]]],
+    ndcg: Mapping[str, float],
+    singles: Sequence[str] = SINGLE_MODES,
+) -> dict[str, dict[str, Any]]:
+    """Per mode, wins / losses / sign-test p against the best single mode (by mean nDCG@10).
+
+    ``ranked``: mode -> query id -> document ids best first. A win is a query whose first relevant document
+    ranks higher than with the best single mode, a loss one where it ranks lower. Empty when no mode of
+    ``singles`` was run.
+    """
+    present = [m for m in singles if m in ranked]
+    if not present:
+        return {}
+    best = max(present, key=lambda m: ndcg[m])
+    out: dict[str, dict[str, Any]] = {}
+    for mode, lists in ranked.items():
+        wins = losses = 0
+        for qid, relevant in qrels.items():
+            mine = first_relevant_rank(lists.get(qid, ()), relevant)
+            theirs = first_relevant_rank(ranked[best].get(qid, ()), relevant)
+            wins += mine < theirs
+            losses += mine > theirs
+        out[mode] = {"vs": best, "wins": wins, "losses": losses, "p": sign_test(wins, losses)}
+    return out
+
+
 def run_eval(
     beir: BeirSet,
     modes: list[str],
@@ -258,6 +310,7 @@ def run_eval(
     if not modes or len(set(modes)) != len(modes):
         raise InputError(f"run_eval: modes must be a non-empty list without repeats, got {modes!r}")
     report: dict[str, Any] = {"dataset": beir.name, "queries": len(beir.queries), "modes": {}}
+    ranked_by_mode: dict[str, dict[str, list[str]]] = {}
     for mode in modes:
         run: dict[str, dict[str, float]] = {}
         latencies: list[float] = []
@@ -270,9 +323,14 @@ def run_eval(
             start = time.perf_counter()
             hits = search(text, mode, k)
             latencies.append((time.perf_counter() - start) * 1000.0)
-            ranked = list(chunk_hits_to_doc_run(hits))
+            ranked = [d for d in chunk_hits_to_doc_run(hits) if d != qid]  # never the query itself
+            ranked_by_mode.setdefault(mode, {})[qid] = ranked
             run[qid] = {doc_id: float(len(ranked) - i) for i, doc_id in enumerate(ranked)}
         report["modes"][mode] = {**evaluate_run(beir.qrels, run), **latency_stats(latencies)}
+    ndcg = {mode: float(values["ndcg@10"]) for mode, values in report["modes"].items()}
+    versus = compare_modes(beir.qrels, ranked_by_mode, ndcg)
+    if versus:
+        report["versus"] = versus
     return report
 
 
@@ -293,9 +351,10 @@ def _check_report(report: Mapping[str, Any]) -> None:
 
 
 def write_json(report: Mapping[str, Any], path: Path | str) -> Path:
-    """Write ``{"dataset", "queries", "modes": {mode: {metrics..., p50_ms, p95_ms}}}`` (4 decimals)."""
+    """Write ``{"dataset", "queries", "modes": {mode: {metrics..., p50_ms, p95_ms}}}`` (4 decimals), and
+    ``"versus": {mode: {"vs", "wins", "losses", "p"}}`` when the report has it."""
     _check_report(report)
-    out = {
+    out: dict[str, Any] = {
         "dataset": report["dataset"],
         "queries": report["queries"],
         "modes": {
@@ -303,6 +362,11 @@ def write_json(report: Mapping[str, Any], path: Path | str) -> Path:
             for mode, values in report["modes"].items()
         },
     }
+    if report.get("versus"):
+        out["versus"] = {
+            mode: {"vs": v["vs"], "wins": int(v["wins"]), "losses": int(v["losses"]), "p": round(float(v["p"]), 4)}
+            for mode, v in report["versus"].items()
+        }
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -312,11 +376,17 @@ def write_json(report: Mapping[str, Any], path: Path | str) -> Path:
 def format_table(report: Mapping[str, Any]) -> str:
     """A plain-text table: one row per mode, metrics as fractions, latencies in ms."""
     _check_report(report)
-    header = ["mode", *MODE_KEYS]
+    versus = report.get("versus") or {}
+    header = ["mode", *MODE_KEYS, *(["vs best single", "wins", "losses", "p"] if versus else [])]
     rows = [
         [str(mode)]
         + [f"{float(values[key]):.4f}" for key in METRICS]
         + [f"{float(values[key]):.1f}" for key in LATENCIES]
+        + (
+            [str(versus[mode]["vs"]), str(versus[mode]["wins"]), str(versus[mode]["losses"]), f"{versus[mode]['p']:.4f}"]
+            if mode in versus
+            else ["", "", "", ""] if versus else []
+        )
         for mode, values in report["modes"].items()
     ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]

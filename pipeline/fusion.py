@@ -24,6 +24,12 @@ Methods:
   the lowest z of that run), so being absent is never better than being last.  A run with no spread
   (a single hit, or all scores equal) gives every one of its items 1.0 and missing items 0.0 under both
   normalizations, so a hit in such a run still counts.
+* :func:`adaptive` - weighted z-score fusion whose weights are set per query from evidence each run
+  produces itself (no labels, nothing tuned per set): a run's weight is multiplied by its *fill*, the
+  share of the candidate depth it returned (a keyword run that matched 3 documents where dense returned
+  100 says little: the query's words are mostly absent from the corpus), by its *standout*, how far its
+  top hit stands above the rest in z units (a clear winner vs a flat list), and by caller evidence such
+  as the share of the analyzed query the keyword run matched (``evidence``); see the function.
 * :func:`dbsf` - distribution-based score fusion as in Qdrant: each run is mapped with
   ``(s - (mean - 3 std)) / (6 std)`` (sample std, ddof=1) and clipped to [0, 1]; a run with a single
   hit or zero variance maps to 0.5 (as Qdrant does); missing items contribute 0; weighted sum.
@@ -39,10 +45,14 @@ from typing import Any, Literal
 from cjkrag.errors import ConfigError, InputError
 
 Runs = Mapping[str, Sequence[tuple[str, float]]]
-FusionMethod = Literal["rrf", "weighted", "dbsf"]
+FusionMethod = Literal["rrf", "weighted", "dbsf", "adaptive"]
 Normalization = Literal["minmax", "zscore"]
 
-METHODS: tuple[str, ...] = ("rrf", "weighted", "dbsf")
+METHODS: tuple[str, ...] = ("rrf", "weighted", "dbsf", "adaptive")
+SIGNALS: tuple[str, ...] = ("fill", "standout", "gap")
+DEFAULT_SIGNALS: tuple[str, ...] = ("fill",)
+DEFAULT_FILL_AT = 20
+"""A run with fewer hits than this counts as partly empty (two result pages; measured in README, Results)."""
 NORMALIZATIONS: tuple[str, ...] = ("minmax", "zscore")
 
 
@@ -223,15 +233,77 @@ def dbsf(runs: Runs, weights: Mapping[str, float] | None = None) -> list[FusedIt
     return _assemble(cleaned, fused)
 
 
+def _standout(scores: list[float], signal: str) -> float:
+    """How decisively a run ranks its top hit, in z units of the run (>= 0; 1.0 without spread)."""
+    if len(scores) < 2 or max(scores) == min(scores):
+        return 1.0
+    mean = math.fsum(scores) / len(scores)
+    std = math.sqrt(math.fsum((x - mean) ** 2 for x in scores) / len(scores))
+    if std == 0.0:
+        return 1.0
+    ordered = sorted(scores, reverse=True)
+    if signal == "gap":
+        return max(0.0, (ordered[0] - ordered[1]) / std)
+    return max(0.0, (ordered[0] - mean) / std)
+
+
+def adaptive(
+    runs: Runs,
+    weights: Mapping[str, float] | None = None,
+    evidence: Mapping[str, float] | None = None,
+    signals: Sequence[str] = DEFAULT_SIGNALS,
+    fill_at: int | None = DEFAULT_FILL_AT,
+) -> list[FusedItem]:
+    """Weighted z-score fusion with per-query weights ``w_r * evidence_r * prod(signal_r)``.
+
+    Signals (each computed from run ``r`` alone, for this query):
+
+    * ``fill``: ``min(1, len(run) / fill_at)``, the share of the candidate depth the run returned
+      (``fill_at``: :data:`DEFAULT_FILL_AT`, capped by the longest run's length; None: that length);
+    * ``standout``: the z-score of the run's top hit; ``gap``: (top - second) / std of the run.
+
+    ``evidence`` (name -> factor in [0, 1], default 1) carries what the caller knows, e.g. the share of the
+    query's terms the keyword run matched at all. When every effective weight is 0 the configured
+    ``weights`` are used unchanged (a query no signal can judge fuses like :func:`weighted` z-score).
+    """
+    unknown = sorted(set(signals) - set(SIGNALS))
+    if unknown:
+        raise ConfigError(f"retrieval.fusion.signals: unknown {unknown}; choose from {', '.join(SIGNALS)}")
+    cleaned = _clean_runs(runs)
+    base = _weights(cleaned, weights)
+    depth = max((len(r.ids) for r in cleaned), default=0)
+    if fill_at is not None:
+        if not isinstance(fill_at, int) or fill_at < 1:
+            raise ConfigError(f"retrieval.fusion.fill_at must be an integer >= 1, got {fill_at!r}")
+        depth = min(depth, fill_at)
+    effective: dict[str, float] = {}
+    for run in cleaned:
+        factor = 1.0
+        if evidence is not None:
+            factor *= max(0.0, min(1.0, float(evidence.get(run.name, 1.0))))
+        if run.ids:
+            if "fill" in signals:
+                factor *= min(1.0, len(run.ids) / depth)
+            for signal in ("standout", "gap"):
+                if signal in signals:
+                    factor *= _standout(run.scores, signal)
+        effective[run.name] = base[run.name] * factor
+    if math.fsum(effective.values()) == 0.0:
+        effective = base
+    return weighted(runs, effective, "zscore") if cleaned else []
+
+
 _PARAMS: dict[str, frozenset[str]] = {
     "rrf": frozenset({"k", "weights"}),
     "weighted": frozenset({"weights", "normalization"}),
     "dbsf": frozenset({"weights"}),
+    "adaptive": frozenset({"weights", "evidence", "signals", "fill_at"}),
 }
 
 
 def fuse(runs: Runs, method: str = "rrf", **params: Any) -> list[FusedItem]:
-    """Dispatch to :func:`rrf`, :func:`weighted` or :func:`dbsf` by name (config ``retrieval.fusion``).
+    """Dispatch to :func:`rrf`, :func:`weighted`, :func:`dbsf` or :func:`adaptive` by name (config
+    ``retrieval.fusion``).
 
     Parameters a method does not use are ignored when they are known fusion settings (``k``,
     ``weights``, ``normalization``: one config block serves every method); unknown names raise.
@@ -249,4 +321,6 @@ def fuse(runs: Runs, method: str = "rrf", **params: Any) -> list[FusedItem]:
         return rrf(runs, **used)
     if method == "weighted":
         return weighted(runs, **used)
+    if method == "adaptive":
+        return adaptive(runs, **used)
     return dbsf(runs, **used)

@@ -374,17 +374,12 @@ def test_ours_is_not_worse_than_naive_bigrams_on_cmrc2018() -> None:
     if not (SHARED / "data" / "beir" / "cmrc2018-passage" / "corpus.jsonl").exists():
         pytest.skip("../shared/data/beir/cmrc2018-passage is absent")
     bench = _benchmark()
-    _, docs, queries, relevant = bench.quality_set("cmrc2018-passage")
-    ours_analyzer = get_analyzer()
-    ours = bench.evaluate(
-        docs,
-        queries,
-        relevant,
-        ours_analyzer.analyze,
-        ours_analyzer.analyze_query,
-        doc_tok_many=ours_analyzer.analyze_many,
+    docs, queries, relevant, own = bench.quality_set("cmrc2018-passage")
+    analyzer = get_analyzer()
+    ours = bench.evaluate(analyzer.analyze_many(docs), [analyzer.analyze_query(q) for q in queries], relevant, own)
+    naive = bench.evaluate(
+        [bench.char_bigrams(d) for d in docs], [bench.char_bigram_query(q) for q in queries], relevant, own
     )
-    naive = bench.evaluate(docs, queries, relevant, bench.char_bigrams, bench.char_bigram_query)
     print(f"\ncmrc2018-passage, all queries: cjkrag {ours} | char-bigram {naive}")
     assert ours["ndcg@10"] >= naive["ndcg@10"]
     assert ours["recall@10"] >= naive["recall@10"]

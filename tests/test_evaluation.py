@@ -189,3 +189,48 @@ def test_report_validation(tmp_path: Path) -> None:
         write_json({"dataset": "x", "queries": 1, "modes": {"dense": {"ndcg@10": 1.0}}}, tmp_path / "r.json")
     with pytest.raises(InputError, match="modes"):
         run_eval(BeirSet("x", {}, {"q": "t"}, {"q": {"d": 1}}), [], lambda q, m, k: [], progress=False)
+
+
+def test_sign_test_and_first_relevant_rank() -> None:
+    from cjkrag.pipeline.evaluation import first_relevant_rank, sign_test
+
+    assert sign_test(0, 0) == 1.0
+    assert sign_test(5, 5) == 1.0
+    assert sign_test(0, 6) == pytest.approx(2 / 2**6)  # two-sided exact binomial
+    assert sign_test(10, 0) < 0.01
+    assert first_relevant_rank(["a", "b", "c"], {"c": 1}) == 3
+    assert first_relevant_rank(["a"], {"c": 1}) == 10**6
+
+
+def test_run_eval_counts_wins_and_losses_against_the_best_single_mode(tmp_path: Path) -> None:
+    beir = load_beir(write_beir(tmp_path / "tinyset"))
+    answers = {"中国的首都": "d2", "日本の首都": "d1", "한국의 수도": "d3"}
+
+    def search(query: str, mode: str, k: int) -> list[tuple[str, float]]:
+        right = answers[query]
+        if mode == "keyword":  # right at 1 for every query
+            return [(right, 2.0), ("other", 1.0)]
+        if mode == "dense":  # right at 2
+            return [("other", 2.0), (right, 1.0)]
+        # hybrid: worse than keyword on one query, equal on the others
+        return [("other", 2.0), (right, 1.0)] if right == "d1" else [(right, 2.0)]
+
+    report = run_eval(beir, ["keyword", "dense", "hybrid"], search, progress=False)
+    versus = report["versus"]
+    assert {v["vs"] for v in versus.values()} == {"keyword"}
+    assert (versus["keyword"]["wins"], versus["keyword"]["losses"]) == (0, 0)
+    assert (versus["dense"]["wins"], versus["dense"]["losses"]) == (0, 3)
+    assert (versus["hybrid"]["wins"], versus["hybrid"]["losses"]) == (0, 1)
+    assert versus["hybrid"]["p"] == 1.0
+    data = json.loads(write_json(report, tmp_path / "r.json").read_text("utf-8"))
+    assert data["versus"]["dense"] == {"vs": "keyword", "wins": 0, "losses": 3, "p": 0.25}
+    table = format_table(report)
+    assert "vs best single" in table.splitlines()[1]
+    assert table.splitlines()[4].split()[-3:] == ["0", "3", "0.2500"]
+
+
+def test_run_eval_drops_the_query_itself(tmp_path: Path) -> None:
+    """Pair sets keep the query's own sentence in the corpus under the query's id: it never counts."""
+    beir = BeirSet("pairs", {}, {"s1": "a question"}, {"s1": {"s2": 1}})
+    report = run_eval(beir, ["dense"], lambda q, m, k: [("s1", 1.0), ("s2", 0.5)], progress=False)
+    assert report["modes"]["dense"]["mrr@10"] == pytest.approx(1.0)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cjkrag.errors import ConfigError, InputError
-from cjkrag.pipeline.fusion import FusedItem, dbsf, fuse, rrf, weighted
+from cjkrag.pipeline.fusion import FusedItem, adaptive, dbsf, fuse, rrf, weighted
 
 RUNS = {
     "dense": [("a", 0.9), ("b", 0.8), ("c", 0.7)],
@@ -124,7 +124,7 @@ def test_dbsf_clips_outliers_and_single_hit() -> None:
     assert weighted_out["d"].score == 0.0
 
 
-@pytest.mark.parametrize("method", ["rrf", "weighted", "dbsf"])
+@pytest.mark.parametrize("method", ["rrf", "weighted", "dbsf", "adaptive"])
 def test_edge_cases(method: str) -> None:
     assert fuse({}, method) == []
     assert fuse({"dense": [], "keyword": []}, method) == []
@@ -232,3 +232,40 @@ def test_a_weak_keyword_run_does_not_overturn_a_confident_dense_winner_under_the
     assert fused[0].id == "right"
     assert rrf(runs, k=60)[0].id == "junk"
     assert weighted(runs, normalization="minmax")[0].id == "junk"
+
+
+def test_adaptive_fill_leans_on_the_run_that_returned_candidates() -> None:
+    """Tatoeba's failure (English query over CJK sentences): keyword search matched one shared name in a
+    wrong sentence. Under weighted z-score the lift of that sentence costs the right one its first place
+    when dense is not far ahead; ``fill`` (2 keyword hits beside a 100-deep dense run) keeps dense in charge."""
+    dense = [("right", 0.87), ("junk", 0.859)] + [(f"d{i}", 0.85 - 0.001 * i) for i in range(98)]
+    keyword = [("junk", 5.0), ("other", 4.0)]
+    runs = {"dense": dense, "keyword": keyword}
+    assert weighted(runs, normalization="zscore")[0].id == "junk"
+    fused = adaptive(runs, signals=("fill",), fill_at=None)
+    assert fused[0].id == "right"
+    assert adaptive(runs)[0].id == "right"  # the default: fill at 20 hits (keyword weight 2/20)
+    # the same arithmetic as weighted z-score with the keyword weight scaled by 2/100
+    expected = by_id(weighted(runs, {"dense": 1.0, "keyword": 2 / 100}, "zscore"))
+    for item in fused:
+        assert item.score == pytest.approx(expected[item.id].score)
+
+
+def test_adaptive_equals_weighted_zscore_when_runs_are_alike() -> None:
+    runs = {"dense": [(f"x{i}", 1.0 - i / 10) for i in range(10)], "keyword": [(f"x{9 - i}", 10.0 - i) for i in range(10)]}
+    got = [(it.id, round(it.score, 9)) for it in adaptive(runs)]
+    assert got == [(it.id, round(it.score, 9)) for it in weighted(runs, normalization="zscore")]
+
+
+def test_adaptive_evidence_and_validation() -> None:
+    runs = {"dense": [("a", 0.9), ("b", 0.8), ("c", 0.1)], "keyword": [("c", 9.0), ("b", 1.0), ("a", 0.5)]}
+    # no keyword evidence: dense alone decides (weights 1 : 0)
+    assert [it.id for it in adaptive(runs, evidence={"keyword": 0.0})][:1] == ["a"]
+    assert [it.id for it in adaptive(runs, evidence={"dense": 0.0})][:1] == ["c"]
+    # all evidence 0: the configured weights are used unchanged
+    assert [it.id for it in adaptive(runs, evidence={"dense": 0.0, "keyword": 0.0})] == [
+        it.id for it in weighted(runs, normalization="zscore")
+    ]
+    with pytest.raises(ConfigError, match="signals"):
+        adaptive(runs, signals=("magic",))
+    assert fuse(runs, "adaptive", signals=("fill", "standout"))[0].id in {"a", "b", "c"}

@@ -8,13 +8,14 @@
 from __future__ import annotations
 
 from .analyzer import BIGRAM_LANGUAGES, DEFAULT_BIGRAM_PREFIX, CJKAnalyzer, get_analyzer, term_id
-from .normalize import Language, parse_language
+from .normalize import Language, detect_language, parse_language
 
 __all__ = [
     "BIGRAM_LANGUAGES",
     "DEFAULT_BIGRAM_PREFIX",
     "CJKAnalyzer",
     "Language",
+    "detect_language",
     "get_analyzer",
     "parse_language",
     "term_id",
