@@ -57,3 +57,50 @@ def test_reserved_prefix_is_refused(tmp_path: Path) -> None:
         assert store.count() == 0
     finally:
         store.close()
+
+
+def test_server_mode_unreachable_is_store_unavailable_naming_the_url() -> None:
+    from cjkrag.connectors.qdrant.store import QdrantStore
+    from cjkrag.errors import StoreUnavailable
+
+    pytest.importorskip("qdrant_client")
+    with pytest.raises(StoreUnavailable, match=r"http://127\.0\.0\.1:1"):
+        QdrantStore("c", mode="server", url="http://127.0.0.1:1").warm_up()
+
+
+def test_transient_errors_are_retried_and_others_are_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cjkrag.connectors.qdrant import store as store_mod
+    from cjkrag.errors import StoreError, StoreUnavailable
+
+    monkeypatch.setattr(store_mod, "BACKOFF_S", 0.0)
+    s = store_mod.QdrantStore("c", mode="server", url="http://q:6333")
+
+    class Status(Exception):
+        def __init__(self, code: int) -> None:
+            super().__init__(f"status {code}")
+            self.status_code = code
+
+    calls: list[int] = []
+
+    def flaky() -> int:
+        calls.append(1)
+        if len(calls) < 3:
+            raise Status(503)
+        return 7
+
+    assert s._call("count", flaky) == 7 and len(calls) == 3
+    calls.clear()
+
+    def bad_request() -> int:
+        calls.append(1)
+        raise Status(400)
+
+    with pytest.raises(StoreError) as info:
+        s._call("count", bad_request)
+    assert len(calls) == 1 and not isinstance(info.value, StoreUnavailable)  # never retried
+
+    def always_down() -> int:
+        raise Status(503)
+
+    with pytest.raises(StoreUnavailable, match="http://q:6333"):
+        s._call("count", always_down)
