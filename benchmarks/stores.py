@@ -119,11 +119,10 @@ def main(argv: list[str] | None = None) -> None:
                 f"{r[k]['p50_ms']:>7.1f}/{r[k]['p95_ms']:<7.1f}" for k in ("dense", "keyword", "hybrid")
             )
             print(f"{name:<14}{rows:>8}{r['upsert_rows_per_s']:>10}  {cells}", flush=True)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(
-            json.dumps({"machine": machine, "results": results}, indent=2) + "\n", encoding="utf-8"
-        )
+            if args.json:  # after every result: a long run stopped midway keeps what it measured
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                body = {"machine": machine, "results": results}
+                args.json.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -163,6 +163,7 @@ class QdrantStore:
                     url=self.url,
                     api_key=self._api_key,
                     prefer_grpc=self._prefer_grpc,
+                    check_compatibility=False,  # get_collections() below checks the server itself
                     timeout=CONNECT_TIMEOUT_S,
                 )
                 client.get_collections()  # fail now, within seconds, when the server is not there

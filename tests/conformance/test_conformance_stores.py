@@ -3,7 +3,8 @@
 Milvus Lite 2.5.1 (the C++ engine, one Lite file per test), Qdrant edge (qdrant-edge-py, Qdrant's Rust
 engine in-process) and Qdrant local mode (qdrant-client, on disk). A Qdrant server and Elasticsearch run when
 given (``QDRANT_URL`` / ``ES_URL``, e.g. the compose.yaml services) and are skipped with that reason
-otherwise. Weaviate has no store adapter yet (its schema verification is unit-tested in test_store_schemas).
+otherwise (not marked ``integration``, so ``make test`` lists them as skipped with the reason rather than
+deselecting them). Weaviate has no store adapter yet (its schema verification is unit-tested in test_store_schemas).
 """
 
 from __future__ import annotations
@@ -70,7 +71,6 @@ def _server(var: str) -> str:
     return url
 
 
-@pytest.mark.integration
 class TestQdrantServer(StoreConformance):
     bm25_avgdl = QDRANT_TEST_AVGDL
 
@@ -83,7 +83,6 @@ class TestQdrantServer(StoreConformance):
         return lambda: QdrantStore(name, mode="server", url=url, bm25_avgdl=QDRANT_TEST_AVGDL)
 
 
-@pytest.mark.integration
 class TestElasticsearchServer(StoreConformance):
     @pytest.fixture
     def make_store(self) -> MakeStore:

@@ -1,0 +1,106 @@
+"""Qdrant edge specifics: what a process wrote survives the process dying without close() (WAL), and the
+qdrant-edge-py boolean quirk stays handled."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cjkrag.connectors.filters import Condition
+from tests.conformance.base import CJK_DOCS, DIM
+
+pytest.importorskip("qdrant_edge")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+WRITER = """
+import os, sys
+sys.path.insert(0, {root!r})
+from cjkrag.connectors.qdrant.store import QdrantStore
+from tests.conformance.base import CJK_DOCS, make_record
+s = QdrantStore("persist", mode="edge", path={path!r})
+s.ensure_collection({dim})
+s.upsert([make_record(c, keywords=k, public=c.startswith("ja")) for c, k in CJK_DOCS.items()])
+os._exit(0)  # no close(), no flush(): as if the process were killed
+"""
+
+
+def test_writes_survive_a_process_that_exits_without_closing(tmp_path: Path) -> None:
+    from cjkrag.connectors.qdrant.store import QdrantStore
+
+    code = WRITER.format(root=str(ROOT), path=str(tmp_path), dim=DIM)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=300)
+    store = QdrantStore("persist", mode="edge", path=tmp_path)
+    try:
+        assert store.count() == len(CJK_DOCS)
+        assert [h.chunk_id for h in store.search_keyword(["東京"], 5, None)] == ["ja-tokyo"]
+        public = {str(r["chunk_id"]) for r in store.query(Condition("public", "==", True), ["public"])}
+        assert public == {c for c in CJK_DOCS if c.startswith("ja")}  # booleans match after the reopen too
+    finally:
+        store.close()
+
+
+def test_reserved_prefix_is_refused(tmp_path: Path) -> None:
+    from cjkrag.connectors.qdrant.engines import BOOL_TRUE
+    from cjkrag.connectors.qdrant.store import QdrantStore
+    from cjkrag.errors import StoreError
+    from tests.conformance.base import make_record
+
+    store = QdrantStore("r", mode="edge", path=tmp_path)
+    store.ensure_collection(DIM)
+    try:
+        with pytest.raises(StoreError, match="reserved"):
+            store.upsert([make_record("x", metadata={"k": BOOL_TRUE})])  # would read back as True otherwise
+        assert store.count() == 0
+    finally:
+        store.close()
+
+
+def test_server_mode_unreachable_is_store_unavailable_naming_the_url() -> None:
+    from cjkrag.connectors.qdrant.store import QdrantStore
+    from cjkrag.errors import StoreUnavailable
+
+    pytest.importorskip("qdrant_client")
+    with pytest.raises(StoreUnavailable, match=r"http://127\.0\.0\.1:1"):
+        QdrantStore("c", mode="server", url="http://127.0.0.1:1").warm_up()
+
+
+def test_transient_errors_are_retried_and_others_are_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cjkrag.connectors.qdrant import store as store_mod
+    from cjkrag.errors import StoreError, StoreUnavailable
+
+    monkeypatch.setattr(store_mod, "BACKOFF_S", 0.0)
+    s = store_mod.QdrantStore("c", mode="server", url="http://q:6333")
+
+    class Status(Exception):
+        def __init__(self, code: int) -> None:
+            super().__init__(f"status {code}")
+            self.status_code = code
+
+    calls: list[int] = []
+
+    def flaky() -> int:
+        calls.append(1)
+        if len(calls) < 3:
+            raise Status(503)
+        return 7
+
+    assert s._call("count", flaky) == 7 and len(calls) == 3
+    calls.clear()
+
+    def bad_request() -> int:
+        calls.append(1)
+        raise Status(400)
+
+    with pytest.raises(StoreError) as info:
+        s._call("count", bad_request)
+    assert len(calls) == 1 and not isinstance(info.value, StoreUnavailable)  # never retried
+
+    def always_down() -> int:
+        raise Status(503)
+
+    with pytest.raises(StoreUnavailable, match="http://q:6333"):
+        s._call("count", always_down)
