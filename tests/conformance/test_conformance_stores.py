@@ -80,7 +80,8 @@ class TestQdrantServer(StoreConformance):
         from cjkrag.connectors.qdrant.store import QdrantStore
 
         name = f"conf_{uuid.uuid4().hex[:10]}"
-        return lambda: QdrantStore(name, mode="server", url=url, bm25_avgdl=QDRANT_TEST_AVGDL)
+        key = os.environ.get("QDRANT_API_KEY")
+        return lambda: QdrantStore(name, mode="server", url=url, api_key=key, bm25_avgdl=QDRANT_TEST_AVGDL)
 
 
 class TestElasticsearchServer(StoreConformance):
