@@ -79,16 +79,23 @@ principal_sets = st.lists(
 queries = st.lists(st.sampled_from(WORDS), min_size=1, max_size=3).map("".join)
 
 
+_UNFILTERED: dict[tuple[int, str, str], list[Any]] = {}
+
+
 def _reference(engine: Any, mode: str, query: str, principals: set[str], docs: dict[str, dict[str, Any]],
                k: int, narrow: set[str] | None = None) -> list[tuple[str, float]]:
     """Unfiltered store search over everything, then the independent visibility rule, then top k."""
-    store = engine.store
-    total = store.count()
-    if mode == "dense":
-        vec = engine.embedder.embed_queries([query])[0].tolist()
-        hits = store.search_dense(vec, total, None)
-    else:
-        hits = store.search_keyword(engine.analyzer.analyze_query(query), total, None)
+    key = (id(engine), mode, query)
+    hits = _UNFILTERED.get(key)
+    if hits is None:  # the unfiltered ranking depends only on (mode, query): computed once each
+        store = engine.store
+        total = store.count()
+        if mode == "dense":
+            vec = engine.embedder.embed_queries([query])[0].tolist()
+            hits = store.search_dense(vec, total, None)
+        else:
+            hits = store.search_keyword(engine.analyzer.analyze_query(query), total, None)
+        _UNFILTERED[key] = hits
     ok = [(h.chunk_id, h.score) for h in hits if visible(docs[h.fields["doc_id"]], principals, narrow)]
     return ok[:k]
 
