@@ -79,23 +79,21 @@ def test_lock_is_released_when_the_holder_dies_by_kill_9(tmp_path: Path) -> None
         store.close()
 
 
+def _probe_lock(path: Path) -> subprocess.CompletedProcess[str]:
+    """Try to take the lock of ``path`` from another process."""
+    code = "import sys; from cjkrag.connectors.locking import acquire_store_lock as a; a(sys.argv[1], 'test store')"
+    return subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
+
+
 def test_same_process_shares_the_lock(tmp_path: Path) -> None:
     path = tmp_path / "x.db"
     acquire_store_lock(path, "test store")
     acquire_store_lock(path, "test store")
     release_store_lock(path)
-    probe = subprocess.run(
-        [sys.executable, "-c", "import sys; from cjkrag.connectors.locking import acquire_store_lock as a; "
-         "a(sys.argv[1], 'test store')", str(path)],
-        capture_output=True, text=True,
-    )  # fmt: skip
+    probe = _probe_lock(path)
     assert probe.returncode != 0 and "in use by process" in probe.stderr
     release_store_lock(path)
-    probe = subprocess.run(
-        [sys.executable, "-c", "import sys; from cjkrag.connectors.locking import acquire_store_lock as a; "
-         "a(sys.argv[1], 'test store')", str(path)],
-        capture_output=True, text=True,
-    )  # fmt: skip
+    probe = _probe_lock(path)
     assert probe.returncode == 0, probe.stderr
 
 
