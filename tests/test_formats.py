@@ -258,7 +258,7 @@ def test_tesseract_reads_japanese_and_korean(tmp_path: Path, lang: str, index: i
 
 
 def test_engine_finds_the_right_page_slide_and_row(files: dict[str, Path], tmp_path: Path) -> None:
-    from conftest import make_engine
+    from tests.conftest import make_engine
 
     folder = tmp_path / "kb"
     folder.mkdir()
