@@ -6,8 +6,7 @@ group, the embedded store server included) at >= 5 random points, then run to co
 ids, doc hashes, ACLs, texts; no duplicates, nothing missing or stale) and the manifest must equal those of
 a clean v1 -> v2 run in another data dir.
 
-Backends: BACKENDS maps a name to the config overlay. When the `connectors` branch lands, add
-``"qdrant": {"store": {"backend": "qdrant", ...}}`` (embedded Qdrant) and the same test runs on it.
+Backends: BACKENDS maps a name to the config overlay: Milvus Lite and embedded Qdrant (qdrant-edge-py).
 """
 
 from __future__ import annotations
@@ -27,7 +26,10 @@ import yaml
 
 from tests.conftest import ROOT
 
-BACKENDS: dict[str, dict[str, Any]] = {"milvus-lite": {}}
+BACKENDS: dict[str, dict[str, Any]] = {
+    "milvus-lite": {},
+    "qdrant-edge": {"store": {"backend": "qdrant", "qdrant": {"mode": "edge"}}},
+}
 KILLS = 6
 SEED = 20261202
 
