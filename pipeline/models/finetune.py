@@ -232,6 +232,13 @@ class _Loop:
         self.step += 1
         self.losses.append(float(loss.detach()))
 
+    def after_step(self, bar: Any, save_model: Callable[[Path], None]) -> None:
+        """Progress, and a checkpoint every ``cfg.save_every`` steps (not after the last: the model is saved)."""
+        bar.update(1)
+        bar.set_postfix(loss=f"{self.losses[-1]:.3f}")
+        if self.cfg.save_every and self.step % self.cfg.save_every == 0 and self.step < self.total:
+            self.save(save_model)
+
     def save(self, save_model: Callable[[Path], None]) -> None:
         tmp = self.out / "checkpoint-tmp"
         save_model(tmp)
@@ -328,10 +335,7 @@ def finetune_embedder(pairs: Sequence[Pair], out: Path | str, *, base: str = BUN
         with loop.autocast():
             loss = loss_fn(features, None)
         loop.backward_step(loss, params)
-        bar.update(1)
-        bar.set_postfix(loss=f"{loop.losses[-1]:.3f}")
-        if cfg.save_every and loop.step % cfg.save_every == 0 and loop.step < total:
-            loop.save(save_model)
+        loop.after_step(bar, save_model)
     bar.close()
     model.eval()
     save_model(out)
@@ -402,10 +406,7 @@ def finetune_reranker(pairs: Sequence[Pair], out: Path | str, *, base: str = BUN
             logits = net(**enc).logits.view(-1).float()
         loss = bce(logits, labels)
         loop.backward_step(loss, params)
-        bar.update(1)
-        bar.set_postfix(loss=f"{loop.losses[-1]:.3f}")
-        if cfg.save_every and loop.step % cfg.save_every == 0 and loop.step < total:
-            loop.save(save_model)
+        loop.after_step(bar, save_model)
     bar.close()
     net.eval()
     save_model(out)
