@@ -1,0 +1,232 @@
+"""Reading order of a PDF page from glyph geometry (pure: no PDF library; ``pdf`` feeds it pdfium's boxes).
+
+- **Lines.** Characters come in pdfium's order, split into runs where pdfium breaks a line or a wide gap
+  opens. A run whose consecutive glyphs step downwards is *vertical* (縦書き); a page is vertical when
+  most of its characters are in vertical runs.
+- **Vertical pages** are turned into the horizontal case by a rotation of the boxes: a column read top
+  to bottom becomes a line read left to right, columns ordered right to left become lines ordered top to
+  bottom, and tiers (段) stacked top to bottom become columns left to right. Everything below then works
+  unchanged.
+- **Columns, any number.** Lines are grouped into rows (overlapping y ranges), top to bottom. A row whose
+  segments leave wide gaps opens a block whose gutters are those gaps; the next rows join it while no
+  line crosses a gutter (a gutter narrows to the free space every row leaves). A full-width line (title,
+  header, a paragraph across the page) crosses the gutters and closes the block, so a page can change from
+  one to three to two columns. A block with gutters is read column by column when it looks like running
+  text (at least two columns with two lines, median line of ``_MIN_COLUMN_CHARS`` characters); otherwise
+  (a table, a header with a left and a right part) row by row.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from cjkrag.ingest.readers.base import join_lines
+
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 (PDF space: y grows upwards)
+
+_GAP_EM = 1.5  # a gap wider than this many character heights splits a run / makes a gutter
+_MIN_COLUMN_CHARS = 6
+
+
+@dataclass
+class Line:
+    text: str
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    vertical: bool = False
+
+    @property
+    def height(self) -> float:
+        """Thickness across the reading direction (the font size, roughly)."""
+        return max((self.x1 - self.x0) if self.vertical else (self.y1 - self.y0), 1.0)
+
+
+def lines_from_chars(chars: Sequence[tuple[str, Box]]) -> list[Line]:
+    """Lines from pdfium's characters in stream order ("\\n" where pdfium breaks a line)."""
+    runs: list[list[tuple[str, Box]]] = [[]]
+    for ch, box in chars:
+        if ch == "\n":
+            runs.append([])
+        elif ch != "\r":
+            runs[-1].append((ch, box))
+    out: list[Line] = []
+    for run in runs:
+        out.extend(_split_run(run))
+    votes = [len(ln.text) if ln.vertical else -len(ln.text) for ln in out if len(ln.text) > 1]
+    page_vertical = sum(votes) > 0
+    for ln in out:
+        if len(ln.text) == 1:
+            ln.vertical = page_vertical  # one glyph has no direction: the page's
+    return out
+
+
+def is_vertical_page(lines: Sequence[Line]) -> bool:
+    return sum(len(ln.text) for ln in lines if ln.vertical) > sum(len(ln.text) for ln in lines if not ln.vertical)
+
+
+def _split_run(run: list[tuple[str, Box]]) -> list[Line]:
+    glyphs = [(ch, b) for ch, b in run if not ch.isspace()]
+    vertical = _is_vertical(glyphs)
+    out: list[Line] = []
+    seg: list[tuple[str, Box]] = []
+    last: Box | None = None
+    for ch, box in run:
+        if not ch.isspace():
+            if last is not None:
+                size = max((last[2] - last[0]) if vertical else (last[3] - last[1]), 4.0)
+                gap = (last[1] - box[3]) if vertical else (box[0] - last[2])
+                if gap > _GAP_EM * size:
+                    out.extend(_make_line(seg, vertical))
+                    seg = []
+            last = box
+        seg.append((ch, box))
+    out.extend(_make_line(seg, vertical))
+    return out
+
+
+def _is_vertical(glyphs: list[tuple[str, Box]]) -> bool:
+    down = across = 0
+    for (_, a), (_, b) in itertools.pairwise(glyphs):
+        dx = (b[0] + b[2]) / 2 - (a[0] + a[2]) / 2
+        dy = (b[1] + b[3]) / 2 - (a[1] + a[3]) / 2
+        if -dy > abs(dx):
+            down += 1
+        elif dx > abs(dy):
+            across += 1
+    return down > across
+
+
+def _make_line(seg: list[tuple[str, Box]], vertical: bool) -> list[Line]:
+    boxes = [b for ch, b in seg if not ch.isspace()]
+    text = "".join(ch for ch, _ in seg).strip()
+    if not text or not boxes:
+        return []
+    x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    return [Line(text, x0, y0, max(b[2] for b in boxes), max(b[3] for b in boxes), vertical)]
+
+
+def rotate(line: Line, page_height: float) -> Line:
+    """A vertical page's line in the equivalent horizontal geometry (see the module docstring)."""
+    return Line(line.text, page_height - line.y1, line.x0, page_height - line.y0, line.x1, False)
+
+
+# --------------------------------------------------------------------------------------- reading order
+
+
+@dataclass
+class _Block:
+    rows: list[list[Line]]
+    gutters: list[tuple[float, float]] = field(default_factory=list)
+
+
+def reading_order(lines: Sequence[Line]) -> list[list[Line]]:
+    """Blocks of lines in reading order; each block's lines are in order (a column's, then the next's)."""
+    if not lines:
+        return []
+    em = statistics.median(ln.height for ln in lines)
+    min_gap = _GAP_EM * em
+    blocks: list[_Block] = []
+    for row in _rows(lines):
+        gaps = _row_gaps(row, min_gap)
+        cur = blocks[-1] if blocks else None
+        if cur is not None and cur.gutters:
+            narrowed = _narrow(cur.gutters, row, min_gap)
+            if narrowed is not None:
+                cur.rows.append(row)
+                cur.gutters = narrowed
+                continue
+        elif cur is not None and not gaps:
+            cur.rows.append(row)
+            continue
+        blocks.append(_Block([row], gaps))
+    ordered: list[list[Line]] = []
+    for block in blocks:
+        columns = _columns(block)
+        if columns is None:
+            ordered.append([ln for row in block.rows for ln in row])
+        else:
+            ordered.extend(columns)
+    return ordered
+
+
+def _rows(lines: Sequence[Line]) -> list[list[Line]]:
+    """Lines grouped by overlapping y ranges (by more than half the smaller line), top to bottom."""
+    rows: list[list[Line]] = []
+    for ln in sorted(lines, key=lambda ln: (-ln.y1, ln.x0)):
+        if rows:
+            first = rows[-1][0]
+            overlap = min(first.y1, ln.y1) - max(first.y0, ln.y0)
+            if overlap > 0.5 * min(first.y1 - first.y0, ln.y1 - ln.y0):
+                rows[-1].append(ln)
+                continue
+        rows.append([ln])
+    return [sorted(row, key=lambda ln: ln.x0) for row in rows]
+
+
+def _row_gaps(row: list[Line], min_gap: float) -> list[tuple[float, float]]:
+    gaps = []
+    right = row[0].x1
+    for ln in row[1:]:
+        if ln.x0 - right >= min_gap:
+            gaps.append((right, ln.x0))
+        right = max(right, ln.x1)
+    return gaps
+
+
+def _narrow(gutters: list[tuple[float, float]], row: list[Line], min_gap: float) -> list[tuple[float, float]] | None:
+    """The gutters narrowed to the free space ``row`` leaves, or None when a line of the row crosses one."""
+    out = []
+    for a, b in gutters:
+        mid = (a + b) / 2
+        for ln in row:
+            if ln.x0 < mid < ln.x1:
+                return None
+            if ln.x1 <= mid:
+                a = max(a, ln.x1)
+            else:
+                b = min(b, ln.x0)
+        if b - a < min_gap:
+            return None
+        out.append((a, b))
+    return out
+
+
+def _columns(block: _Block) -> list[list[Line]] | None:
+    """The block's columns, left to right, each top to bottom, when it looks like running text."""
+    if not block.gutters:
+        return None
+    bounds = [g[0] for g in block.gutters]
+    columns: list[list[Line]] = [[] for _ in range(len(bounds) + 1)]
+    for row in block.rows:
+        for ln in row:
+            columns[sum(ln.x0 >= b for b in bounds)].append(ln)
+    lengths = [len("".join(ln.text.split())) for col in columns for ln in col]
+    if sum(len(col) >= 2 for col in columns) < 2 or statistics.median(lengths) < _MIN_COLUMN_CHARS:
+        return None
+    return [col for col in columns if col]
+
+
+def paragraphs(lines: Sequence[Line]) -> list[tuple[str, float]]:
+    """(paragraph, its tallest line) in reading order."""
+    out: list[tuple[str, float]] = []
+    for block in reading_order(lines):
+        current: list[Line] = []
+        for item in [*block, None]:  # None: end of the block
+            if current and (item is None or not _same_paragraph(current[-1], item)):
+                text = join_lines(x.text for x in current)
+                if text:
+                    out.append((text, max(x.height for x in current)))
+                current = []
+            if item is not None:
+                current.append(item)
+    return out
+
+
+def _same_paragraph(prev: Line, line: Line) -> bool:
+    gap = prev.y0 - line.y1  # vertical space between the two lines (PDF y grows upwards)
+    return -0.5 * prev.height <= gap <= 0.8 * max(prev.height, line.height) and abs(prev.x0 - line.x0) < 3 * prev.height
