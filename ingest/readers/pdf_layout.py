@@ -80,7 +80,8 @@ def _split_run(run: list[tuple[str, Box]]) -> list[Line]:
             if last is not None:
                 size = max((last[2] - last[0]) if vertical else (last[3] - last[1]), 4.0)
                 gap = (last[1] - box[3]) if vertical else (box[0] - last[2])
-                if gap > _GAP_EM * size:
+                back = box[1] > last[3] if vertical else box[2] < last[0]  # jumped up / left: another line
+                if gap > _GAP_EM * size or back:
                     out.extend(_make_line(seg, vertical))
                     seg = []
             last = box
