@@ -95,6 +95,37 @@ def test_vertical_tiers_are_read_top_tier_first(tmp_path: Path) -> None:
     assert doc.text.index(JA) < doc.text.index(JA2)
 
 
+def test_vertical_text_in_a_missing_non_embedded_font_is_reported(tmp_path: Path) -> None:
+    """reportlab's HeiseiMin-W3 in UniJIS-UCS2-V is a CID font that is not embedded: without that font on the
+    machine its glyphs have no outline, a vertical run gets a zero-width box, and pdfium leaves it off the
+    text layer (measured: the columns without punctuation vanish). The page is reported, not silently cut."""
+    pytest.importorskip("reportlab", reason="reportlab not installed: pip install -e '.[dev]'")
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.cidfonts import UnicodeCIDFont
+    from reportlab.pdfgen import canvas
+
+    font = UnicodeCIDFont("HeiseiMin-W3", isVertical=True)
+    font.name = font.fontName = "HeiseiMin-W3-V"
+    pdfmetrics.registerFont(font)
+    pdfmetrics.registerFont(UnicodeCIDFont("STSong-Light"))
+    path = tmp_path / "notembedded.pdf"
+    c = canvas.Canvas(str(path), pagesize=(595, 842))
+    c.setFont("HeiseiMin-W3-V", 14)
+    for k, col in enumerate(["商品到着後七日以内であれば返品を", "受け付けます。返品の送料はお客様"]):
+        c.drawString(500 - 22 * k, 780, col)
+    c.showPage()
+    c.setFont("STSong-Light", 12)
+    c.drawString(72, 700, ZH[:30])
+    c.save()
+    if "商品到着後" in pdfium_text(path):
+        pytest.skip("a font that pdfium substitutes for HeiseiMin-W3 is installed here: the text is placed")
+    items = read(path, ocr=False)
+    (fail,) = [f for f in items if isinstance(f, ReadFailure)]
+    (doc,) = [d for d in items if isinstance(d, Document)]
+    assert fail.source == f"{path} p.1" and "neither embedded" in fail.error and "embedded" in fail.fix
+    assert ZH[:30] in doc.text and where(doc, ZH[:30])["page"] == 2
+
+
 # ------------------------------------------------------------------------------------------ columns
 
 COLS3 = [
@@ -192,3 +223,36 @@ def test_page_in_a_font_without_unicode_map_is_ocrd(tmp_path: Path) -> None:
     rate = cer(ZH[30:], page2)
     print(f"CER pdf page without ToUnicode via OCR ({ocr.engine_name()}): zh={rate:.3f}")
     assert doc.metadata["ocr_pages"] == [2] and rate <= 0.05, doc.text
+
+
+# ---------------------------------------------------------------------------- the geometry alone (pure)
+
+
+def test_four_columns_with_paragraph_breaks_at_the_same_height_stay_columns() -> None:
+    """A blank line at the same height in every column (where a naive XY cut splits the page into bands
+    and reads the columns' tops before their bottoms) does not break the columns."""
+    from cjkrag.ingest.readers.pdf_layout import Line, paragraphs
+
+    lines = []
+    for col in range(4):
+        x = 50 + col * 130
+        for row in range(8):
+            if row == 4:
+                continue  # a paragraph break in every column at once
+            lines.append(Line(f"第{col + 1}栏第{row + 1}行的文字内容", x, 700 - 16 * row, x + 110, 712 - 16 * row))
+    paras = [p for p, _ in paragraphs(lines)]
+    text = "".join(paras)
+    expected = "".join(f"第{c}栏第{r}行的文字内容" for c in range(1, 5) for r in (1, 2, 3, 4, 6, 7, 8))
+    assert text == expected, paras
+    assert len(paras) == 8  # two paragraphs per column
+
+
+def test_direction_comes_from_glyph_steps() -> None:
+    from cjkrag.ingest.readers.pdf_layout import is_vertical_page, lines_from_chars
+
+    down = [(ch, (100.0, 700.0 - 14 * i, 114.0, 714.0 - 14 * i)) for i, ch in enumerate("縦書きの文章です")]
+    across = [(ch, (100.0 + 12 * i, 500.0, 112.0 + 12 * i, 512.0)) for i, ch in enumerate("横书")]
+    lines = lines_from_chars([*down, ("\n", (0.0, 0.0, 0.0, 0.0)), *across])
+    assert [(ln.text, ln.vertical) for ln in lines] == [("縦書きの文章です", True), ("横书", False)]
+    assert is_vertical_page(lines)
+    assert not is_vertical_page(lines_from_chars([(ch, (100.0 + 12 * i, 500.0, 112.0 + 12 * i, 512.0)) for i, ch in enumerate("横书的一行文字")]))

@@ -1,11 +1,16 @@
 """PDF with pypdfium2 (extra ``pdf``): per page text lines with their boxes, then
 
 - headers/footers (a line near the top/bottom edge that repeats, digits aside, on most pages) dropped;
-- two-column pages read column by column (full-width lines keep their place between column blocks);
+- reading order from the glyphs' geometry (``pdf_layout``): vertical Japanese pages (縦書き) top to bottom
+  within a column and columns right to left; any number of columns, read column by column, with
+  full-width lines (titles, headers, a paragraph across the page) keeping their place between blocks;
+  tables (short cells) row by row; pages listed in ``metadata["vertical_pages"]``;
 - lines of a paragraph joined without a space between CJK characters and with one between Latin words;
-- a page with no text layer, or whose text is mojibake (a CID font without a ToUnicode map gives
-  private-use / control characters), is rendered and OCR'd when the ``ocr`` extra is installed; else it is
-  reported by page and the other pages are kept.
+- a page with no text layer, or whose text is garbage (a CID font without a ToUnicode map gives control,
+  private-use or U+FFFD characters, or glyph ids read as letters of unrelated scripts), is rendered and
+  OCR'd when an OCR engine is installed; else it is reported by page with the fix, and never indexed;
+  stray control/private-use characters on a usable page are dropped;
+- vertical text that pdfium cannot place (a non-embedded font missing on this machine) is reported by page.
 
 Each paragraph is a span ``{"page": n, "section": [heading]}`` (a short line set in a font at least 1.2x the
 body's is taken as the heading of what follows), so chunks cite their page and heading.
@@ -58,6 +63,7 @@ def read_pdf(ctx: ReadContext) -> Iterator[Document | ReadFailure]:
         raise ReaderError(f"not a readable PDF ({msg})", "re-export or repair it (e.g. `qpdf in.pdf out.pdf`)") from None
     try:
         pages = [_page_lines(pdf[i]) for i in range(len(pdf))]
+        lost = [_unplaced_runs(pdfium, pdf[i]) for i in range(len(pdf))]
         sizes = [pdf[i].get_size() for i in range(len(pdf))]
         repeated = _running_lines(pages, sizes)
         heights = [ln.height for lines in pages for ln in lines]
@@ -74,6 +80,16 @@ def read_pdf(ctx: ReadContext) -> Iterator[Document | ReadFailure]:
                 vertical_pages.append(number)
             paras = paragraphs(body)
             problem = unusable_text("\n".join(p for p, _ in paras))
+            if lost[number - 1]:  # text pdfium could not place: not on the page's text layer, not rendered either
+                failures.append(ReadFailure(
+                    f"{ctx.source} p.{number}",
+                    f"{lost[number - 1]} vertical text run(s) are set in a font that is neither embedded in the PDF nor "
+                    "installed here, so they cannot be read" + ("" if problem else "; the rest of the page is indexed"),
+                    "install CJK fonts (Debian: fonts-noto-cjk or fonts-ipafont) so they can be substituted, or "
+                    "re-export the PDF with its fonts embedded",
+                ))  # fmt: skip
+                if problem:
+                    continue
             if problem:
                 ocr_text, why = _ocr_page(ctx, pdf[number - 1], problem)
                 if ocr_text is None:
@@ -113,6 +129,18 @@ def _ocr_fix(ctx: ReadContext, problem: str) -> str:
     if "Unicode map" in problem:
         fix += ", or re-export the PDF with its fonts' Unicode maps (e.g. print to PDF with fonts embedded)"
     return fix
+
+
+def _unplaced_runs(pdfium: Any, page: Any) -> int:
+    """Text objects that pdfium leaves off the text layer: a vertical run whose glyphs have no outline (a
+    non-embedded CID font missing on this machine) gets a zero-width box, and pdfium skips such objects."""
+    text_type = pdfium.raw.FPDF_PAGEOBJ_TEXT
+    count = 0
+    for obj in page.get_objects(filter=[text_type]):
+        x0, y0, x1, y1 = obj.get_bounds()
+        if x1 - x0 < 0.01 and y1 - y0 > 1.0:
+            count += 1
+    return count
 
 
 def _page_lines(page: Any) -> list[Line]:
