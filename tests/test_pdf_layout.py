@@ -256,3 +256,15 @@ def test_direction_comes_from_glyph_steps() -> None:
     assert [(ln.text, ln.vertical) for ln in lines] == [("縦書きの文章です", True), ("横书", False)]
     assert is_vertical_page(lines)
     assert not is_vertical_page(lines_from_chars([(ch, (100.0 + 12 * i, 500.0, 112.0 + 12 * i, 512.0)) for i, ch in enumerate("横书的一行文字")]))
+
+
+def test_contents_page_with_page_numbers_is_read_row_by_row() -> None:
+    from cjkrag.ingest.readers.pdf_layout import Line, paragraphs
+
+    entries = ["第一章 账户与密码的管理", "第二章 退货和换货的规定", "第三章 配送的时间与范围", "第四章 发票的申请方式"]
+    lines = []
+    for i, title in enumerate(entries):
+        y = 700 - 20 * i
+        lines += [Line(title, 60, y, 60 + 12 * len(title), y + 12), Line(str(3 + 7 * i), 520, y, 526, y + 12)]
+    text = "".join(p for p, _ in paragraphs(lines))
+    assert text == "".join(f"{t}{3 + 7 * i}" for i, t in enumerate(entries)), text

@@ -12,8 +12,9 @@
   line crosses a gutter (a gutter narrows to the free space every row leaves). A full-width line (title,
   header, a paragraph across the page) crosses the gutters and closes the block, so a page can change from
   one to three to two columns. A block with gutters is read column by column when it looks like running
-  text (at least two columns with two lines, median line of ``_MIN_COLUMN_CHARS`` characters); otherwise
-  (a table, a header with a left and a right part) row by row.
+  text (at least two columns of two or more lines, each with a median line of ``_MIN_COLUMN_CHARS``
+  characters); otherwise (a table, a contents page with page numbers, a header with a left and a right
+  part) row by row.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def _split_run(run: list[tuple[str, Box]]) -> list[Line]:
             if last is not None:
                 size = max((last[2] - last[0]) if vertical else (last[3] - last[1]), 4.0)
                 gap = (last[1] - box[3]) if vertical else (box[0] - last[2])
-                back = box[1] > last[3] if vertical else box[2] < last[0]  # jumped up / left: another line
+                back = vertical and box[1] > last[3]  # jumped up: another column (pdfium joins aligned tiers)
                 if gap > _GAP_EM * size or back:
                     out.extend(_make_line(seg, vertical))
                     seg = []
@@ -206,9 +207,9 @@ def _columns(block: _Block) -> list[list[Line]] | None:
     for row in block.rows:
         for ln in row:
             columns[sum(ln.x0 >= b for b in bounds)].append(ln)
-    lengths = [len("".join(ln.text.split())) for col in columns for ln in col]
-    if sum(len(col) >= 2 for col in columns) < 2 or statistics.median(lengths) < _MIN_COLUMN_CHARS:
-        return None
+    full = [col for col in columns if len(col) >= 2]  # a column's one-line tail says nothing
+    if len(full) < 2 or any(statistics.median(len("".join(ln.text.split())) for ln in col) < _MIN_COLUMN_CHARS for col in full):
+        return None  # short cells (a table, a table of contents with page numbers): row by row
     return [col for col in columns if col]
 
 
