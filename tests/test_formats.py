@@ -220,7 +220,7 @@ def _ocr_or_skip(engine: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CJKRAG_OCR_ENGINE", engine)
     if ocr.engine_name() != engine:
         why = "pip install 'cjkrag[ocr]'" if engine == "rapidocr" else (
-            "apt-get install tesseract-ocr tesseract-ocr-chi-sim tesseract-ocr-jpn tesseract-ocr-kor")
+            "apt-get install tesseract-ocr tesseract-ocr-chi-sim tesseract-ocr-jpn tesseract-ocr-kor (make system-deps)")
         pytest.skip(f"OCR engine {engine} not installed: {why}")
 
 

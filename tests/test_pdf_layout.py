@@ -203,7 +203,6 @@ def test_page_in_a_font_without_unicode_map_is_reported_not_indexed(
     assert "ocr_pages" not in doc.metadata
 
 
-@pytest.mark.slow
 def test_page_in_a_font_without_unicode_map_is_ocrd(tmp_path: Path) -> None:
     from cjkrag.ingest.readers import ocr
 
@@ -213,9 +212,9 @@ def test_page_in_a_font_without_unicode_map_is_ocrd(tmp_path: Path) -> None:
     if not ocr.available():
         pytest.skip("no OCR engine: pip install 'cjkrag[ocr]' or apt-get install tesseract-ocr tesseract-ocr-chi-sim")
     path = tmp_path / "nounicode-ocr.pdf"
-    good = [Run(60, 700, 14, ZH[:30])]
-    bad = [Run(60, 700, 16, ZH[30:], mapped=False)]  # Chinese: both engines read it
-    write_cid_pdf(path, [good, bad], outlines=(font, 2))
+    good = [Run(20, 40, 14, ZH[:30])]
+    bad = [Run(20, 40, 16, ZH[30:], mapped=False)]  # Chinese: both engines read it
+    write_cid_pdf(path, [good, bad], outlines=(font, 2), size=(480, 100))  # a small page: a quick render and OCR
     doc = one_doc(path)
     from tests.test_formats import cer
 
@@ -223,6 +222,44 @@ def test_page_in_a_font_without_unicode_map_is_ocrd(tmp_path: Path) -> None:
     rate = cer(ZH[30:], page2)
     print(f"CER pdf page without ToUnicode via OCR ({ocr.engine_name()}): zh={rate:.3f}")
     assert doc.metadata["ocr_pages"] == [2] and rate <= 0.05, doc.text
+
+
+def _vertical_no_unicode_pdf(path: Path) -> None:
+    font = corpus.font_path()
+    if font is None:
+        pytest.skip("no CJK font to draw real glyphs: pip install noto-cjk-sans-otc")
+    runs = vertical_columns(JA, 15, right=280, top=330, size=18, pitch=28)
+    write_cid_pdf(path, [[Run(r.x, r.y, r.size, r.text, vertical=True, mapped=False) for r in runs]],
+                  outlines=(font, 0), size=(320, 360))  # fmt: skip
+
+
+def test_vertical_page_without_unicode_map_is_ocrd_with_a_vertical_model(tmp_path: Path) -> None:
+    from cjkrag.ingest.readers import ocr
+
+    if not ocr.vertical_langs():
+        pytest.skip("no vertical OCR model: apt-get install tesseract-ocr tesseract-ocr-jpn-vert")
+    path = tmp_path / "tate-ocr.pdf"
+    _vertical_no_unicode_pdf(path)
+    doc = one_doc(path)
+    from tests.test_formats import cer
+
+    rate = cer(JA, doc.text)
+    print(f"CER vertical pdf page without ToUnicode via OCR (tesseract {ocr.vertical_langs()}): ja={rate:.3f}")
+    assert doc.metadata["ocr_pages"] == [1] and doc.metadata["vertical_pages"] == [1] and rate <= 0.05, doc.text
+
+
+def test_vertical_page_is_not_ocrd_with_a_horizontal_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cjkrag.ingest.readers import ocr
+
+    monkeypatch.setenv("CJKRAG_OCR_VERT_LANGS", "no_such_vert")  # as on a machine without jpn_vert
+    if not ocr.available():
+        pytest.skip("no OCR engine: pip install 'cjkrag[ocr]' or apt-get install tesseract-ocr tesseract-ocr-jpn")
+    path = tmp_path / "tate-noocr.pdf"
+    _vertical_no_unicode_pdf(path)
+    items = read(path)
+    assert not [d for d in items if isinstance(d, Document)]  # a horizontal reading would be garbage
+    page = next(f for f in items if isinstance(f, ReadFailure) and f.source == f"{path} p.1")
+    assert "vertical" in page.error and "jpn-vert" in page.fix and "re-export" in page.fix
 
 
 # ---------------------------------------------------------------------------- the geometry alone (pure)

@@ -75,7 +75,8 @@ def read_pdf(ctx: ReadContext) -> Iterator[Document | ReadFailure]:
         section: list[str] = []
         for number, (lines, (_width, height)) in enumerate(zip(pages, sizes, strict=True), start=1):
             body = [ln for ln in lines if not _is_running(ln, height, repeated)]
-            if is_vertical_page(body):
+            vertical = is_vertical_page(body)
+            if vertical:
                 body = [rotate(ln, height) for ln in body]
                 vertical_pages.append(number)
             paras = paragraphs(body)
@@ -91,9 +92,9 @@ def read_pdf(ctx: ReadContext) -> Iterator[Document | ReadFailure]:
                 if problem:
                     continue
             if problem:
-                ocr_text, why = _ocr_page(ctx, pdf[number - 1], problem)
+                ocr_text, why, fix = _ocr_page(ctx, pdf[number - 1], problem, vertical)
                 if ocr_text is None:
-                    failures.append(ReadFailure(f"{ctx.source} p.{number}", why, _ocr_fix(ctx, problem)))
+                    failures.append(ReadFailure(f"{ctx.source} p.{number}", why, fix))
                     continue
                 paras = [(ocr_text, 0.0)]
                 ocr_pages.append(number)
@@ -126,9 +127,13 @@ def _ocr_fix(ctx: ReadContext, problem: str) -> str:
         fix = "OCR is off for this run; enable it to read such pages"
     else:
         fix = "install an OCR engine to read such pages: pip install 'cjkrag[ocr]' or Debian's tesseract-ocr"
-    if "Unicode map" in problem:
-        fix += ", or re-export the PDF with its fonts' Unicode maps (e.g. print to PDF with fonts embedded)"
-    return fix
+    return fix + _reexport(problem)
+
+
+def _reexport(problem: str) -> str:
+    if "Unicode map" not in problem:
+        return ""
+    return ", or re-export the PDF with its fonts' Unicode maps (e.g. print to PDF with fonts embedded)"
 
 
 def _unplaced_runs(pdfium: Any, page: Any) -> int:
@@ -208,18 +213,23 @@ def _script(ch: str) -> str:
     return unicodedata.name(ch, "UNKNOWN").split(" ")[0]
 
 
-def _ocr_page(ctx: ReadContext, page: Any, problem: str) -> tuple[str | None, str]:
+def _ocr_page(ctx: ReadContext, page: Any, problem: str, vertical: bool) -> tuple[str | None, str, str]:
+    """(OCR text, "", "") or (None, why, fix). A vertical page is OCR'd only with a vertical model (a
+    horizontal reading of 縦書き is garbage, and garbage is never indexed)."""
     if not ctx.ocr:
-        return None, f"{problem}; OCR is off"
+        return None, f"{problem}; OCR is off", _ocr_fix(ctx, problem)
     from cjkrag.ingest.readers import ocr
 
     if not ocr.available():
-        return None, f"{problem}; no OCR engine is installed"
+        return None, f"{problem}; no OCR engine is installed", _ocr_fix(ctx, problem)
     image = page.render(scale=300 / 72).to_pil()
-    text = ocr.recognize(image)
+    try:
+        text = ocr.recognize(image, vertical=vertical)
+    except ReaderError as exc:  # vertical page, no vertical model installed
+        return None, f"{problem}; the page is vertical (縦書き): {exc.error}", exc.fix + _reexport(problem)
     if not text.strip():
-        return None, f"{problem}; OCR found no text on it"
-    return text, ""
+        return None, f"{problem}; OCR found no text on it", _ocr_fix(ctx, problem)
+    return text, "", ""
 
 
 def _meta_title(pdf: Any) -> str:
