@@ -8,7 +8,9 @@ Two engines, chosen by measurement (README "Formats", benchmarks/formats.py):
   it is PyPI-only and offline): CER 0 on Chinese, but its Chinese model reads kana poorly (CER 0.53)
   and Hangul not at all (0.98).
 ``CJKRAG_OCR_ENGINE=auto`` (default) uses Tesseract when it is installed with CJK data, else RapidOCR;
-``tesseract`` or ``rapidocr`` forces one.
+``tesseract`` or ``rapidocr`` forces one. Vertical text (``recognize(image, vertical=True)``, for PDF pages
+the PDF reader found vertical) needs Tesseract's ``jpn_vert`` model (page mode 5); without it
+``recognize`` raises rather than read vertical columns as horizontal lines.
 """
 
 from __future__ import annotations
