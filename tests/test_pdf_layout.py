@@ -95,6 +95,22 @@ def test_vertical_tiers_are_read_top_tier_first(tmp_path: Path) -> None:
     assert doc.text.index(JA) < doc.text.index(JA2)
 
 
+def test_horizontal_title_and_caption_on_a_vertical_page_keep_their_place(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.pdf"
+    page = [
+        Run(150, 790, 20, "返品についてのご案内"),  # a horizontal title over the vertical columns
+        *vertical_columns(JA, 20, right=520, top=750, size=14, pitch=22),
+        Run(300, 400, 10, "図1返品の流れを示す図です"),  # a horizontal caption between the two tiers
+        *vertical_columns(JA2, 20, right=520, top=370, size=14, pitch=22),
+    ]
+    write_cid_pdf(path, [page])
+    doc = one_doc(path)
+    order = ["返品についてのご案内", JA, "図1返品の流れを示す図です", JA2]
+    positions = [doc.text.index(p) for p in order]
+    assert positions == sorted(positions), doc.text
+    assert where(doc, JA)["section"] == ["返品についてのご案内"] and doc.metadata["vertical_pages"] == [1]
+
+
 def test_vertical_text_in_a_missing_non_embedded_font_is_reported(tmp_path: Path) -> None:
     """reportlab's HeiseiMin-W3 in UniJIS-UCS2-V is a CID font that is not embedded: without that font on the
     machine its glyphs have no outline, a vertical run gets a zero-width box, and pdfium leaves it off the

@@ -35,7 +35,7 @@ from cjkrag.ingest.readers.base import (
     check_size,
     require,
 )
-from cjkrag.ingest.readers.pdf_layout import Line, is_vertical_page, lines_from_chars, paragraphs, rotate
+from cjkrag.ingest.readers.pdf_layout import Line, lines_from_chars, page_paragraphs
 from cjkrag.types import Document
 
 _EDGE = 0.09  # top/bottom fraction of the page where running headers/footers live
@@ -75,11 +75,9 @@ def read_pdf(ctx: ReadContext) -> Iterator[Document | ReadFailure]:
         section: list[str] = []
         for number, (lines, (_width, height)) in enumerate(zip(pages, sizes, strict=True), start=1):
             body = [ln for ln in lines if not _is_running(ln, height, repeated)]
-            vertical = is_vertical_page(body)
+            paras, vertical = page_paragraphs(body, height)
             if vertical:
-                body = [rotate(ln, height) for ln in body]
                 vertical_pages.append(number)
-            paras = paragraphs(body)
             problem = unusable_text("\n".join(p for p, _ in paras))
             if lost[number - 1]:  # text pdfium could not place: not on the page's text layer, not rendered either
                 failures.append(ReadFailure(

@@ -6,7 +6,8 @@
 - **Vertical pages** are turned into the horizontal case by a rotation of the boxes: a column read top
   to bottom becomes a line read left to right, columns ordered right to left become lines ordered top to
   bottom, and tiers (段) stacked top to bottom become columns left to right. Everything below then works
-  unchanged.
+  unchanged. Horizontal lines on a vertical page (title, caption) are laid out apart and each goes before
+  the first vertical paragraph that starts below it.
 - **Columns, any number.** Lines are grouped into rows (overlapping y ranges), top to bottom. A row whose
   segments leave wide gaps opens a block whose gutters are those gaps; the next rows join it while no
   line crosses a gutter (a gutter narrows to the free space every row leaves). A full-width line (title,
@@ -215,18 +216,42 @@ def _columns(block: _Block) -> list[list[Line]] | None:
 
 def paragraphs(lines: Sequence[Line]) -> list[tuple[str, float]]:
     """(paragraph, its tallest line) in reading order."""
+    return [_text(group) for group in _groups(lines)]
+
+
+def page_paragraphs(lines: Sequence[Line], page_height: float) -> tuple[list[tuple[str, float]], bool]:
+    """A page's paragraphs in reading order, and whether the page is vertical. On a vertical page the
+    horizontal lines (a title across the columns, a caption) are laid out on their own and each is placed
+    before the first vertical paragraph that starts below it."""
+    if not is_vertical_page(lines):
+        return paragraphs(lines), False
+    vertical = _groups([rotate(ln, page_height) for ln in lines if ln.vertical])
+    pending = sorted(_groups([ln for ln in lines if not ln.vertical]), key=lambda g: -max(ln.y1 for ln in g))
     out: list[tuple[str, float]] = []
+    for group in vertical:
+        top = page_height - min(ln.x0 for ln in group)  # the rotated x0 is the distance from the page top
+        while pending and min(ln.y0 for ln in pending[0]) >= top - 2:
+            out.append(_text(pending.pop(0)))
+        out.append(_text(group))
+    out.extend(_text(group) for group in pending)
+    return out, True
+
+
+def _groups(lines: Sequence[Line]) -> list[list[Line]]:
+    out: list[list[Line]] = []
     for block in reading_order(lines):
         current: list[Line] = []
         for item in [*block, None]:  # None: end of the block
             if current and (item is None or not _same_paragraph(current[-1], item)):
-                text = join_lines(x.text for x in current)
-                if text:
-                    out.append((text, max(x.height for x in current)))
+                out.append(current)
                 current = []
             if item is not None:
                 current.append(item)
     return out
+
+
+def _text(group: list[Line]) -> tuple[str, float]:
+    return join_lines(x.text for x in group), max(x.height for x in group)
 
 
 def _same_paragraph(prev: Line, line: Line) -> bool:
