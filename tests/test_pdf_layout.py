@@ -111,6 +111,17 @@ def test_horizontal_title_and_caption_on_a_vertical_page_keep_their_place(tmp_pa
     assert where(doc, JA)["section"] == ["返品についてのご案内"] and doc.metadata["vertical_pages"] == [1]
 
 
+def test_vertical_box_on_a_horizontal_page_is_read_whole_after_the_text_beside_it(tmp_path: Path) -> None:
+    path = tmp_path / "box.pdf"
+    body = (ZH * 3)[:150]
+    runs = [Run(60, 760 - 16 * i, 12, body[i * 25 : (i + 1) * 25]) for i in range(6)]
+    runs += vertical_columns("縦書きの囲み記事です。", 6, right=520, top=760, size=12, pitch=18)
+    write_cid_pdf(path, [runs])
+    doc = one_doc(path)
+    assert body in doc.text and "縦書きの囲み記事です。" in doc.text, doc.text  # columns right to left, not mixed in
+    assert doc.text.index(body) < doc.text.index("縦書き") and "vertical_pages" not in doc.metadata
+
+
 def test_vertical_text_in_a_missing_non_embedded_font_is_reported(tmp_path: Path) -> None:
     """reportlab's HeiseiMin-W3 in UniJIS-UCS2-V is a CID font that is not embedded: without that font on the
     machine its glyphs have no outline, a vertical run gets a zero-width box, and pdfium leaves it off the

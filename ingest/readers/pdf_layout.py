@@ -6,8 +6,9 @@
 - **Vertical pages** are turned into the horizontal case by a rotation of the boxes: a column read top
   to bottom becomes a line read left to right, columns ordered right to left become lines ordered top to
   bottom, and tiers (段) stacked top to bottom become columns left to right. Everything below then works
-  unchanged. Horizontal lines on a vertical page (title, caption) are laid out apart and each goes before
-  the first vertical paragraph that starts below it.
+  unchanged. Lines in the page's other direction (a horizontal title or caption on a vertical page, a
+  vertical box on a horizontal one) are laid out apart and each of their paragraphs goes before the first
+  paragraph of the page's direction that starts below it.
 - **Columns, any number.** Lines are grouped into rows (overlapping y ranges), top to bottom. A row whose
   segments leave wide gaps opens a block whose gutters are those gaps; the next rows join it while no
   line crosses a gutter (a gutter narrows to the free space every row leaves). A full-width line (title,
@@ -220,21 +221,30 @@ def paragraphs(lines: Sequence[Line]) -> list[tuple[str, float]]:
 
 
 def page_paragraphs(lines: Sequence[Line], page_height: float) -> tuple[list[tuple[str, float]], bool]:
-    """A page's paragraphs in reading order, and whether the page is vertical. On a vertical page the
-    horizontal lines (a title across the columns, a caption) are laid out on their own and each is placed
-    before the first vertical paragraph that starts below it."""
-    if not is_vertical_page(lines):
-        return paragraphs(lines), False
-    vertical = _groups([rotate(ln, page_height) for ln in lines if ln.vertical])
-    pending = sorted(_groups([ln for ln in lines if not ln.vertical]), key=lambda g: -max(ln.y1 for ln in g))
+    """A page's paragraphs in reading order, and whether the page is vertical (most characters are).
+    Lines in the other direction (a horizontal title over vertical columns, a caption; a vertical box on a
+    horizontal page) are laid out on their own, and each of their paragraphs goes before the first
+    paragraph of the page's direction that starts below it."""
+    vertical_page = is_vertical_page(lines)
+
+    def groups(subset: list[Line], vertical: bool) -> list[list[Line]]:
+        return _groups([rotate(ln, page_height) for ln in subset] if vertical else subset)
+
+    def top(group: list[Line], vertical: bool) -> float:  # in page coordinates (rotated x0 = page top - y1)
+        return page_height - min(ln.x0 for ln in group) if vertical else max(ln.y1 for ln in group)
+
+    def bottom(group: list[Line], vertical: bool) -> float:
+        return page_height - max(ln.x1 for ln in group) if vertical else min(ln.y0 for ln in group)
+
+    other = not vertical_page
+    pending = sorted(groups([ln for ln in lines if ln.vertical == other], other), key=lambda g: -top(g, other))
     out: list[tuple[str, float]] = []
-    for group in vertical:
-        top = page_height - min(ln.x0 for ln in group)  # the rotated x0 is the distance from the page top
-        while pending and min(ln.y0 for ln in pending[0]) >= top - 2:
+    for group in groups([ln for ln in lines if ln.vertical == vertical_page], vertical_page):
+        while pending and bottom(pending[0], other) >= top(group, vertical_page) - 2:
             out.append(_text(pending.pop(0)))
         out.append(_text(group))
     out.extend(_text(group) for group in pending)
-    return out, True
+    return out, vertical_page
 
 
 def _groups(lines: Sequence[Line]) -> list[list[Line]]:
