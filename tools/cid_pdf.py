@@ -55,7 +55,9 @@ def _font_bytes(chars: Sequence[str], cmap: dict[int, str], outlines: tuple[str,
     glyphs = {}
     for gid, name in enumerate(names):
         pen = TTGlyphPen(None)
-        if source is not None and gid and ord(chars[gid - 1]) in source[1]:
+        if gid and chars[gid - 1].isspace():
+            pass  # a space: advances, draws nothing
+        elif source is not None and gid and ord(chars[gid - 1]) in source[1]:
             source[0][source[1][ord(chars[gid - 1])]].draw(Cu2QuPen(pen, 1.0, reverse_direction=True))
         elif name != ".notdef":
             pen.moveTo((100, -80))
@@ -100,7 +102,7 @@ def write_cid_pdf(
     characters from the default, or letters scattered over many alphabets from e.g. (0x400, 97).
     ``outlines=(font file, index)`` copies the real glyphs from that font (e.g. Noto Sans CJK) instead of
     squares, so the page renders legibly (for OCR)."""
-    chars = sorted({ch for page in pages for run in page for ch in run.text if not ch.isspace()})
+    chars = sorted({ch for page in pages for run in page for ch in run.text if ch not in "\r\n"})
     cid = {ch: cid_start + i * cid_step for i, ch in enumerate(chars)}
 
     objects: list[bytes] = []  # object n is objects[n - 1]
@@ -144,7 +146,7 @@ def write_cid_pdf(
     for page in pages:
         ops = []
         for run in page:
-            hexes = "".join(f"{cid[ch]:04X}" if not ch.isspace() else "" for ch in run.text)
+            hexes = "".join(f"{cid[ch]:04X}" for ch in run.text if ch in cid)
             font_no = (1 if run.mapped else 3) + run.vertical
             ops.append(f"BT /F{font_no} {run.size:g} Tf 1 0 0 1 {run.x:g} {run.y:g} Tm <{hexes}> Tj ET")
         content = add(stream("\n".join(ops).encode()))
