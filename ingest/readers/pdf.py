@@ -62,9 +62,14 @@ def read_pdf(ctx: ReadContext) -> Iterator[Document | ReadFailure]:
             ) from None
         raise ReaderError(f"not a readable PDF ({msg})", "re-export or repair it (e.g. `qpdf in.pdf out.pdf`)") from None
     try:
-        pages = [_page_lines(pdf[i]) for i in range(len(pdf))]
-        lost = [_unplaced_runs(pdfium, pdf[i]) for i in range(len(pdf))]
-        sizes = [pdf[i].get_size() for i in range(len(pdf))]
+        pages: list[list[Line]] = []
+        lost: list[int] = []
+        sizes: list[tuple[float, float]] = []
+        for i in range(len(pdf)):
+            page = pdf[i]
+            pages.append(_page_lines(page))
+            lost.append(_unplaced_runs(pdfium, page))
+            sizes.append(page.get_size())
         repeated = _running_lines(pages, sizes)
         heights = [ln.height for lines in pages for ln in lines]
         body_height = statistics.median(heights) if heights else 0.0
@@ -96,14 +101,16 @@ def read_pdf(ctx: ReadContext) -> Iterator[Document | ReadFailure]:
                     continue
                 paras = [(ocr_text, 0.0)]
                 ocr_pages.append(number)
-            for i, (raw, para_height) in enumerate(paras):
+            sep = "\n\n"  # between pages; "\n" between the paragraphs of a page
+            for raw, para_height in paras:
                 para = _JUNK_RE.sub("", raw)  # stray control/private-use/U+FFFD glyphs on a usable page
                 if not para.strip():
                     continue
                 if len(para) <= _MAX_HEADING and para_height >= _HEADING_RATIO * body_height > 0:
                     section = [para]  # a line in a larger font than the body: a heading
                 info: dict[str, Any] = {"page": number, "section": list(section)} if section else {"page": number}
-                builder.add(para, info, sep="\n" if i else "\n\n")
+                builder.add(para, info, sep=sep)
+                sep = "\n"
         meta_title = _meta_title(pdf)
     finally:
         pdf.close()
