@@ -329,6 +329,32 @@ def test_contents_page_with_page_numbers_is_read_row_by_row() -> None:
     lines = []
     for i, title in enumerate(entries):
         y = 700 - 20 * i
-        lines += [Line(title, 60, y, 60 + 12 * len(title), y + 12), Line(str(3 + 7 * i), 520, y, 526, y + 12)]
+        lines += [Line(title, 60, y, 60 + 12 * len(title), y + 12, order=2 * i),  # drawn row by row
+                  Line(str(3 + 7 * i), 520, y, 526, y + 12, order=2 * i + 1)]  # fmt: skip
     text = "".join(p for p, _ in paragraphs(lines))
     assert text == "".join(f"{t}{3 + 7 * i}" for i, t in enumerate(entries)), text
+
+
+def test_option_list_drawn_row_by_row_stays_rows_and_an_index_drawn_by_column_is_columns() -> None:
+    """Two ambiguous two-column blocks (found on real PDFs: an option list and a two-column index) told
+    apart by the stream order when the geometry does not say running text."""
+    from cjkrag.ingest.readers.pdf_layout import Line, paragraphs
+
+    options = [("-o, --output=FILE", "output file"), ("-n, --name=NAME", "array name"), ("-h, --help", "display this help and exit")]
+    lines = []
+    for i, (opt, desc) in enumerate(options):  # stream order: option, its description, next option...
+        y = 700 - 14 * i
+        lines += [Line(opt, 72, y, 72 + 6 * len(opt), y + 10, order=2 * i), Line(desc, 220, y, 220 + 6 * len(desc), y + 10, order=2 * i + 1)]
+    text = "\n".join(p for p, _ in paragraphs(lines))
+    assert text.index("output file") < text.index("-n, --name") < text.index("array name"), text
+
+    left = ["A", "asn1Coding program . . . . 5", "asn1Decoding program . . . 7", "F", "FDL, GNU Free Documentation . 24"]
+    right = ["M", "Main type asn1 node. . . . 4", "S", "Supported ASN.1 types . . . 2", "threads . . . . . . . . . . 1"]
+    lines = []
+    for k, col in enumerate((left, right)):  # stream order: the left column, then the right one
+        x = 72 + 240 * k
+        for i, t in enumerate(col):
+            y = 700 - 14 * i
+            lines.append(Line(t, x, y, x + (8 if len(t) == 1 else 200), y + 10, order=10 * k + i))
+    text = "\n".join(p for p, _ in paragraphs(lines))
+    assert text.index("FDL") < text.index("M") < text.index("threads"), text

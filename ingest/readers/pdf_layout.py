@@ -14,9 +14,10 @@
   line crosses a gutter (a gutter narrows to the free space every row leaves). A full-width line (title,
   header, a paragraph across the page) crosses the gutters and closes the block, so a page can change from
   one to three to two columns. A block with gutters is read column by column when it looks like running
-  text (at least two columns of two or more lines, each with a median line of ``_MIN_COLUMN_CHARS``
-  characters); otherwise (a table, a contents page with page numbers, a header with a left and a right
-  part) row by row.
+  text (at least two columns of two or more lines; in each, a median line of ``_MIN_COLUMN_CHARS``
+  characters and most lines filling three quarters of the column's width) or when the content stream
+  draws it column after column (an index with letter headings); otherwise (a table, an option or
+  definition list, a contents page with page numbers, a header with a left and a right part) row by row.
 """
 
 from __future__ import annotations
@@ -30,8 +31,11 @@ from cjkrag.ingest.readers.base import join_lines
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 (PDF space: y grows upwards)
 
-_GAP_EM = 1.5  # a gap wider than this many character heights splits a run / makes a gutter
+_SPLIT_EM = 2.5  # a gap wider than this many character heights inside one pdfium line splits it
+_GAP_EM = 1.5  # gaps this wide between a row's lines are gutters
 _MIN_COLUMN_CHARS = 6
+_FULL = 0.75  # a line this wide of its column's width is "full"; running text has mostly full lines
+_MIN_FULL_SHARE = 0.6
 
 
 @dataclass
@@ -42,6 +46,7 @@ class Line:
     x1: float
     y1: float
     vertical: bool = False
+    order: int = 0  # position in the content stream (pdfium's order)
 
     @property
     def height(self) -> float:
@@ -60,6 +65,8 @@ def lines_from_chars(chars: Sequence[tuple[str, Box]]) -> list[Line]:
     out: list[Line] = []
     for run in runs:
         out.extend(_split_run(run))
+    for i, ln in enumerate(out):
+        ln.order = i
     votes = [len(ln.text) if ln.vertical else -len(ln.text) for ln in out if len(ln.text) > 1]
     page_vertical = sum(votes) > 0
     for ln in out:
@@ -84,7 +91,7 @@ def _split_run(run: list[tuple[str, Box]]) -> list[Line]:
                 size = max((last[2] - last[0]) if vertical else (last[3] - last[1]), 4.0)
                 gap = (last[1] - box[3]) if vertical else (box[0] - last[2])
                 back = vertical and box[1] > last[3]  # jumped up: another column (pdfium joins aligned tiers)
-                if gap > _GAP_EM * size or back:
+                if gap > _SPLIT_EM * size or back:
                     out.extend(_make_line(seg, vertical))
                     seg = []
             last = box
@@ -116,7 +123,7 @@ def _make_line(seg: list[tuple[str, Box]], vertical: bool) -> list[Line]:
 
 def rotate(line: Line, page_height: float) -> Line:
     """A vertical page's line in the equivalent horizontal geometry (see the module docstring)."""
-    return Line(line.text, page_height - line.y1, line.x0, page_height - line.y0, line.x1, False)
+    return Line(line.text, page_height - line.y1, line.x0, page_height - line.y0, line.x1, False, line.order)
 
 
 # --------------------------------------------------------------------------------------- reading order
@@ -140,6 +147,8 @@ def reading_order(lines: Sequence[Line]) -> list[list[Line]]:
         cur = blocks[-1] if blocks else None
         if cur is not None and cur.gutters:
             narrowed = _narrow(cur.gutters, row, min_gap)
+            if narrowed is None and _inside(gaps, cur.gutters):
+                narrowed = gaps  # the block's first rows left wider gaps (a letter heading of an index)
             if narrowed is not None:
                 cur.rows.append(row)
                 cur.gutters = narrowed
@@ -149,12 +158,19 @@ def reading_order(lines: Sequence[Line]) -> list[list[Line]]:
             continue
         blocks.append(_Block([row], gaps))
     ordered: list[list[Line]] = []
+    flowing = False  # the last block was read row by row: the next such block continues it
     for block in blocks:
         columns = _columns(block)
         if columns is None:
-            ordered.append([ln for row in block.rows for ln in row])
+            rows = [ln for row in block.rows for ln in row]
+            if flowing:
+                ordered[-1].extend(rows)  # a paragraph may run on across a block boundary
+            else:
+                ordered.append(rows)
+            flowing = True
         else:
             ordered.extend(columns)
+            flowing = False
     return ordered
 
 
@@ -180,6 +196,13 @@ def _row_gaps(row: list[Line], min_gap: float) -> list[tuple[float, float]]:
             gaps.append((right, ln.x0))
         right = max(right, ln.x1)
     return gaps
+
+
+def _inside(gaps: list[tuple[float, float]], gutters: list[tuple[float, float]]) -> bool:
+    """Each gap within its gutter, one to one (such gaps are never crossed by the block's rows so far)."""
+    return len(gaps) == len(gutters) and all(
+        a - 1 <= ga and gb <= b + 1 for (a, b), (ga, gb) in zip(gutters, gaps, strict=True)
+    )
 
 
 def _narrow(gutters: list[tuple[float, float]], row: list[Line], min_gap: float) -> list[tuple[float, float]] | None:
@@ -210,9 +233,29 @@ def _columns(block: _Block) -> list[list[Line]] | None:
         for ln in row:
             columns[sum(ln.x0 >= b for b in bounds)].append(ln)
     full = [col for col in columns if len(col) >= 2]  # a column's one-line tail says nothing
-    if len(full) < 2 or any(statistics.median(len("".join(ln.text.split())) for ln in col) < _MIN_COLUMN_CHARS for col in full):
-        return None  # short cells (a table, a table of contents with page numbers): row by row
+    if len(full) < 2:
+        return None
+    if not all(_running_text(col) for col in full) and not _drawn_by_column(columns):
+        return None  # short or ragged cells (a table, an option list, a contents page) drawn row by row
     return [col for col in columns if col]
+
+
+def _drawn_by_column(columns: list[list[Line]]) -> bool:
+    """Whether the content stream draws the block column after column (it switches column only a few
+    times), as a two-column index does; a table or an option list is drawn row by row."""
+    which = sorted((ln.order, k) for k, col in enumerate(columns) for ln in col)
+    switches = sum(a[1] != b[1] for a, b in itertools.pairwise(which))
+    return switches <= max(2 * (len(columns) - 1), len(which) // 10)
+
+
+def _running_text(column: list[Line]) -> bool:
+    """Lines of flowing text: long enough, and most of them fill the column's width (a table's or a
+    definition list's cells vary in width)."""
+    if statistics.median(len("".join(ln.text.split())) for ln in column) < _MIN_COLUMN_CHARS:
+        return False
+    left, right = min(ln.x0 for ln in column), max(ln.x1 for ln in column)
+    full = sum(ln.x1 - ln.x0 >= _FULL * (right - left) for ln in column)
+    return full >= _MIN_FULL_SHARE * len(column)
 
 
 def paragraphs(lines: Sequence[Line]) -> list[tuple[str, float]]:
