@@ -331,8 +331,7 @@ def test_contents_page_with_page_numbers_is_read_row_by_row() -> None:
         y = 700 - 20 * i
         lines += [Line(title, 60, y, 60 + 12 * len(title), y + 12, order=2 * i),  # drawn row by row
                   Line(str(3 + 7 * i), 520, y, 526, y + 12, order=2 * i + 1)]  # fmt: skip
-    text = "".join(p for p, _ in paragraphs(lines))
-    assert text == "".join(f"{t}{3 + 7 * i}" for i, t in enumerate(entries)), text
+    assert [p for p, _ in paragraphs(lines)] == [f"{t} {3 + 7 * i}" for i, t in enumerate(entries)]  # a row a line
 
 
 def test_option_list_drawn_row_by_row_stays_rows_and_an_index_drawn_by_column_is_columns() -> None:
@@ -358,3 +357,15 @@ def test_option_list_drawn_row_by_row_stays_rows_and_an_index_drawn_by_column_is
             lines.append(Line(t, x, y, x + (8 if len(t) == 1 else 200), y + 10, order=10 * k + i))
     text = "\n".join(p for p, _ in paragraphs(lines))
     assert text.index("FDL") < text.index("M") < text.index("threads"), text
+
+
+@pytest.mark.parametrize("interleaved", [False, True], ids=["drawn-by-column", "drawn-by-row"])
+def test_two_columns_with_a_narrow_gutter(tmp_path: Path, interleaved: bool) -> None:
+    """A 1 em gutter (LaTeX two-column papers: 10 pt between columns of 10 pt text)."""
+    path = tmp_path / "narrow.pdf"
+    left, right = (ZH + JA)[:96], (JA2 + ZH)[:96]
+    cols = [[Run(x, 760 - 14 * i, 10, t[i * 24 : (i + 1) * 24]) for i in range(4)] for x, t in ((50, left), (300, right))]
+    runs = [r for pair in zip(*cols, strict=True) for r in pair] if interleaved else cols[0] + cols[1]
+    write_cid_pdf(path, [runs])
+    text = one_doc(path).text
+    assert left in text and right in text and text.index(left) < text.index(right), text

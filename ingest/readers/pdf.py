@@ -154,13 +154,16 @@ def _unplaced_runs(pdfium: Any, page: Any) -> int:
 
 
 def _page_lines(page: Any) -> list[Line]:
+    import pypdfium2.raw as pdfium_raw
+
     tp = page.get_textpage()
     try:
         n = tp.count_chars()
         text = tp.get_text_range(0, n) if n else ""
         if len(text) != n:  # characters outside the BMP: pdfium counts UTF-16 units, fetch one by one
             text = "".join(tp.get_text_range(i, 1)[:1] or "\ufffd" for i in range(n))
-        return lines_from_chars([(text[i], tp.get_charbox(i, loose=True)) for i in range(n)])
+        generated = {i for i in range(n) if text[i] == " " and pdfium_raw.FPDFText_IsGenerated(tp.raw, i) == 1}
+        return lines_from_chars([(text[i], tp.get_charbox(i, loose=True)) for i in range(n)], generated)
     finally:
         tp.close()
 

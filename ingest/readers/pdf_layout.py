@@ -24,15 +24,17 @@ from __future__ import annotations
 
 import itertools
 import statistics
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
-from cjkrag.ingest.readers.base import join_lines
+from cjkrag.ingest.readers.base import is_cjk, join_lines
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 (PDF space: y grows upwards)
 
-_SPLIT_EM = 2.5  # a gap wider than this many character heights inside one pdfium line splits it
-_GAP_EM = 1.5  # gaps this wide between a row's lines are gutters
+# a gap this many character heights wide is a gutter between a row's lines (a LaTeX two-column gutter is
+# about 1 em), and splits a pdfium line between two CJK characters; Latin lines split at _SPLIT_EM
+_GAP_EM = 0.8
+_SPLIT_EM = 2.5
 _MIN_COLUMN_CHARS = 6
 _FULL = 0.75  # a line this wide of its column's width is "full"; running text has mostly full lines
 _MIN_FULL_SHARE = 0.6
@@ -47,6 +49,7 @@ class Line:
     y1: float
     vertical: bool = False
     order: int = 0  # position in the content stream (pdfium's order)
+    cells: int = 1  # a row of this many separate pieces (table cells) read as one line
 
     @property
     def height(self) -> float:
@@ -54,14 +57,15 @@ class Line:
         return max((self.x1 - self.x0) if self.vertical else (self.y1 - self.y0), 1.0)
 
 
-def lines_from_chars(chars: Sequence[tuple[str, Box]]) -> list[Line]:
-    """Lines from pdfium's characters in stream order ("\\n" where pdfium breaks a line)."""
-    runs: list[list[tuple[str, Box]]] = [[]]
-    for ch, box in chars:
+def lines_from_chars(chars: Sequence[tuple[str, Box]], generated: Collection[int] = ()) -> list[Line]:
+    """Lines from pdfium's characters in stream order ("\n" where pdfium breaks a line); ``generated``:
+    indexes of the spaces pdfium inserted at visual gaps (not in the document's text)."""
+    runs: list[list[tuple[str, Box, bool]]] = [[]]
+    for i, (ch, box) in enumerate(chars):
         if ch == "\n":
             runs.append([])
         elif ch != "\r":
-            runs[-1].append((ch, box))
+            runs[-1].append((ch, box, ch.isspace() and i not in generated))
     out: list[Line] = []
     for run in runs:
         out.extend(_split_run(run))
@@ -79,22 +83,31 @@ def is_vertical_page(lines: Sequence[Line]) -> bool:
     return sum(len(ln.text) for ln in lines if ln.vertical) > sum(len(ln.text) for ln in lines if not ln.vertical)
 
 
-def _split_run(run: list[tuple[str, Box]]) -> list[Line]:
-    glyphs = [(ch, b) for ch, b in run if not ch.isspace()]
+def _split_run(run: list[tuple[str, Box, bool]]) -> list[Line]:
+    """One pdfium line as one or more: split where a wide gap opens (two columns on one baseline, table
+    cells), or where a vertical run jumps back up (pdfium joins columns of aligned tiers). Between two CJK
+    characters with no space of the document's own between them, a gap of ``_GAP_EM`` splits (CJK text has
+    no word spaces: such a gap is a gutter); elsewhere ``_SPLIT_EM`` (Latin word spaces stretch)."""
+    glyphs = [(ch, b) for ch, b, _ in run if not ch.isspace()]
     vertical = _is_vertical(glyphs)
     out: list[Line] = []
     seg: list[tuple[str, Box]] = []
-    last: Box | None = None
-    for ch, box in run:
-        if not ch.isspace():
+    last: tuple[str, Box] | None = None
+    spaced = False  # a space of the document's own since the last glyph
+    for ch, box, real_space in run:
+        if ch.isspace():
+            spaced = spaced or real_space
+        else:
             if last is not None:
-                size = max((last[2] - last[0]) if vertical else (last[3] - last[1]), 4.0)
-                gap = (last[1] - box[3]) if vertical else (box[0] - last[2])
-                back = vertical and box[1] > last[3]  # jumped up: another column (pdfium joins aligned tiers)
-                if gap > _SPLIT_EM * size or back:
+                lb = last[1]
+                size = max((lb[2] - lb[0]) if vertical else (lb[3] - lb[1]), 4.0)
+                gap = (lb[1] - box[3]) if vertical else (box[0] - lb[2])
+                back = vertical and box[1] > lb[3]
+                cjk_gap = not vertical and not spaced and is_cjk(last[0]) and is_cjk(ch)
+                if gap > (_GAP_EM if cjk_gap else _SPLIT_EM) * size or back:
                     out.extend(_make_line(seg, vertical))
                     seg = []
-            last = box
+            last, spaced = (ch, box), False
         seg.append((ch, box))
     out.extend(_make_line(seg, vertical))
     return out
@@ -162,7 +175,7 @@ def reading_order(lines: Sequence[Line]) -> list[list[Line]]:
     for block in blocks:
         columns = _columns(block)
         if columns is None:
-            rows = [ln for row in block.rows for ln in row]
+            rows = [_join_row(row) for row in block.rows]
             if flowing:
                 ordered[-1].extend(rows)  # a paragraph may run on across a block boundary
             else:
@@ -186,6 +199,16 @@ def _rows(lines: Sequence[Line]) -> list[list[Line]]:
                 continue
         rows.append([ln])
     return [sorted(row, key=lambda ln: ln.x0) for row in rows]
+
+
+def _join_row(row: list[Line]) -> Line:
+    """A row read as a row: its pieces (split at gaps) one line again, left to right, a space between."""
+    if len(row) == 1:
+        return row[0]
+    return Line(
+        " ".join(ln.text for ln in row), min(ln.x0 for ln in row), min(ln.y0 for ln in row),
+        max(ln.x1 for ln in row), max(ln.y1 for ln in row), False, min(ln.order for ln in row), len(row),
+    )  # fmt: skip
 
 
 def _row_gaps(row: list[Line], min_gap: float) -> list[tuple[float, float]]:
@@ -308,5 +331,7 @@ def _text(group: list[Line]) -> tuple[str, float]:
 
 
 def _same_paragraph(prev: Line, line: Line) -> bool:
+    if prev.cells > 1 or line.cells > 1:
+        return False  # a table row stands alone
     gap = prev.y0 - line.y1  # vertical space between the two lines (PDF y grows upwards)
     return -0.5 * prev.height <= gap <= 0.8 * max(prev.height, line.height) and abs(prev.x0 - line.x0) < 3 * prev.height
