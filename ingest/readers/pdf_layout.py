@@ -1,7 +1,7 @@
 """Reading order of a PDF page from glyph geometry (pure: no PDF library; ``pdf`` feeds it pdfium's boxes).
 
 - **Lines.** Characters come in pdfium's order, split into runs where pdfium breaks a line or a wide gap
-  opens. A run whose consecutive glyphs step downwards is *vertical* (縦書き); a page is vertical when
+  opens (narrower between CJK characters, which have no word spaces). A run whose consecutive glyphs step downwards is *vertical* (縦書き); a page is vertical when
   most of its characters are in vertical runs.
 - **Vertical pages** are turned into the horizontal case by a rotation of the boxes: a column read top
   to bottom becomes a line read left to right, columns ordered right to left become lines ordered top to
@@ -17,7 +17,8 @@
   text (at least two columns of two or more lines; in each, a median line of ``_MIN_COLUMN_CHARS``
   characters and most lines filling three quarters of the column's width) or when the content stream
   draws it column after column (an index with letter headings); otherwise (a table, an option or
-  definition list, a contents page with page numbers, a header with a left and a right part) row by row.
+  definition list, a contents page with page numbers, a header with a left and a right part) row by row,
+  each row one line with its pieces separated by spaces, standing alone (not joined into a paragraph).
 """
 
 from __future__ import annotations
