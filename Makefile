@@ -24,11 +24,11 @@ $(STAMP): $(PY) pyproject.toml setup.py
 
 install: $(STAMP)
 
-# Optional system packages (Debian, as root): Tesseract with Chinese/Japanese/Korean data, the OCR engine
+# Optional system packages (Debian, as root): Tesseract with Chinese/Japanese (and vertical Japanese)/Korean data, the OCR engine
 # used when present (without it OCR falls back to RapidOCR from PyPI, which reads Chinese only).
 system-deps:
 	apt-get update -qq
-	apt-get install -y -qq tesseract-ocr tesseract-ocr-chi-sim tesseract-ocr-jpn tesseract-ocr-kor
+	apt-get install -y -qq tesseract-ocr tesseract-ocr-chi-sim tesseract-ocr-jpn tesseract-ocr-jpn-vert tesseract-ocr-kor
 
 demo: install
 	$(BIN)/cjkrag ingest samples/corpus.jsonl samples/docs --acl group:staff

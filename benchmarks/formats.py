@@ -2,7 +2,8 @@
 
     python benchmarks/formats.py [--repeat 5] [--no-ocr]
 
-Writes the generated corpus (tools/make_format_corpus.py) to a temporary folder, reads each file
+Writes the generated corpus (tools/make_format_corpus.py; vertical and three-column PDFs from tools/cid_pdf.py,
+a .msg from tools/make_msg.py) to a temporary folder, reads each file
 ``--repeat`` times and prints pages (PDF pages, slides, sheet rows, messages) per second. OCR: renders a
 zh / ja / ko passage with Noto Sans CJK (noto-cjk-sans-otc) and prints the character error rate and the
 characters per second of RapidOCR and, when the `tesseract` binary with chi_sim/jpn/kor data is
@@ -47,7 +48,7 @@ def units(doc: Document) -> int:
 
 
 def bench_readers(out: Path, repeat: int, ocr: bool) -> None:
-    files = corpus.make_corpus(out, images=ocr)
+    files = {**corpus.make_corpus(out, images=ocr), **layout_files(out)}
     print(f"{'format':10s} {'units':>6s} {'units/s':>9s} {'chars/s':>10s}  (unit: page, slide, sheet row, message)")
     for fmt, path in files.items():
         if not ocr and fmt in ("png", "scan_pdf"):
@@ -60,6 +61,24 @@ def bench_readers(out: Path, repeat: int, ocr: bool) -> None:
         u = sum(units(d) for d in docs)
         chars = sum(len(d.text) for d in docs)
         print(f"{fmt:10s} {u:6d} {u / dt:9.1f} {chars / dt:10.0f}")
+
+
+def layout_files(out: Path) -> dict[str, Path]:
+    """10-page PDFs for the layout paths (tools/cid_pdf.py): vertical Japanese, three columns; and a .msg."""
+    from datetime import UTC, datetime
+
+    from cid_pdf import Run, vertical_columns, write_cid_pdf
+    from make_msg import write_msg
+
+    ja, zh = corpus.PASSAGES[1][3], corpus.PASSAGES[0][3]
+    files = {"pdf-vert": out / "vertical.pdf", "pdf-3col": out / "cols3.pdf", "msg": out / "notice.msg"}
+    vertical = [vertical_columns(ja * 4, 30, right=540, top=800, size=12, pitch=19) for _ in range(10)]
+    write_cid_pdf(files["pdf-vert"], vertical)
+    cols = [[Run(60 + 175 * c, 780 - 16 * r, 12, zh[(r * 3 + c) % 40 : (r * 3 + c) % 40 + 10]) for r in range(40) for c in range(3)]]
+    write_cid_pdf(files["pdf-3col"], cols * 10)
+    write_msg(files["msg"], subject="关于退货运费的通知", sender=("客服部", "s@example.com"), to=[("全体", "a@example.com")],
+              date=datetime(2026, 12, 1, tzinfo=UTC), body=zh * 20, attachments=[("a.txt", ja.encode(), "text/plain")])  # fmt: skip
+    return files
 
 
 def _render(text: str, index: int) -> Any:

@@ -26,7 +26,7 @@ for mod in ("pypdfium2", "docx", "pptx", "openpyxl", "reportlab"):
         pytest.skip(f"{mod} not installed: pip install -e '.[pdf,office,email,dev]'", allow_module_level=True)
 
 PASSAGES = [p[3] for p in corpus.PASSAGES]
-CER_BOUND = {"pdf": 0.0, "docx": 0.0, "pptx": 0.0, "xlsx": 0.0, "eml": 0.0, "png": 0.05, "scan_pdf": 0.05}
+CER_BOUND = {"pdf": 0.0, "pdf_vertical": 0.0, "docx": 0.0, "pptx": 0.0, "xlsx": 0.0, "eml": 0.0, "png": 0.05, "scan_pdf": 0.05}
 
 
 def cer(expected: str, text: str) -> float:
@@ -64,13 +64,22 @@ def span_of(doc: Document, needle: str) -> dict[str, Any]:
     return cite(doc.metadata["_spans"], at, at + len(needle))
 
 
-@pytest.mark.parametrize("fmt", ["pdf", "docx", "pptx", "xlsx"])
+@pytest.mark.parametrize("fmt", ["pdf", "pdf_vertical", "docx", "pptx", "xlsx"])
 def test_text_formats_keep_every_passage(files: dict[str, Path], fmt: str) -> None:
     doc = one_doc(files[fmt])
     rates = [cer(p, doc.text) for p in PASSAGES]
     print(f"CER {fmt}: " + " ".join(f"{lang}={r:.3f}" for (lang, *_), r in zip(corpus.PASSAGES, rates, strict=True)))
     assert max(rates) <= CER_BOUND[fmt], rates
-    assert doc.acl == ("group:staff",) and doc.metadata["format"] == fmt
+    assert doc.acl == ("group:staff",) and doc.metadata["format"] == fmt.split("_")[0]
+
+
+def test_vertical_pdf_pages_sections_and_reading_order(files: dict[str, Path]) -> None:
+    doc = one_doc(files["pdf_vertical"])
+    assert doc.metadata["vertical_pages"] == [1, 2, 3]
+    for page, (_lang, chapter, _section, passage) in enumerate(corpus.PASSAGES, start=1):
+        assert passage in doc.text  # down each column, columns right to left, no space added between CJK
+        assert span_of(doc, passage) == {"page": page, "section": [chapter]}  # the 16 pt vertical heading
+    assert "内部资料" not in doc.text and "- 2 -" not in doc.text
 
 
 def test_pdf_pages_headers_and_line_joining(files: dict[str, Path]) -> None:
@@ -220,7 +229,7 @@ def _ocr_or_skip(engine: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CJKRAG_OCR_ENGINE", engine)
     if ocr.engine_name() != engine:
         why = "pip install 'cjkrag[ocr]'" if engine == "rapidocr" else (
-            "apt-get install tesseract-ocr tesseract-ocr-chi-sim tesseract-ocr-jpn tesseract-ocr-kor")
+            "apt-get install tesseract-ocr tesseract-ocr-chi-sim tesseract-ocr-jpn tesseract-ocr-kor (make system-deps)")
         pytest.skip(f"OCR engine {engine} not installed: {why}")
 
 
@@ -262,16 +271,20 @@ def test_engine_finds_the_right_page_slide_and_row(files: dict[str, Path], tmp_p
 
     folder = tmp_path / "kb"
     folder.mkdir()
-    for fmt in ("pdf", "docx", "pptx", "xlsx", "eml"):
+    for fmt in ("pdf", "pdf_vertical", "docx", "pptx", "xlsx", "eml", "msg"):
         (folder / files[fmt].name).write_bytes(files[fmt].read_bytes())
     engine = make_engine(tmp_path / "data", chunking={"max_tokens": 48, "overlap_tokens": 0})
     try:
         rep = engine.ingest([folder], acl=["group:staff"])
         assert not rep.failed, rep.failed
-        assert rep.documents == 6  # 5 files + the e-mail's text attachment
+        assert rep.documents == 9  # 7 files + each e-mail's text attachment
         hits = engine.search("返品の送料はお客様のご負担", principals=["group:staff"], mode="keyword", top_k=20)
-        by_format = {h.metadata["format"]: h for h in reversed(hits)}  # best hit per format
+        by_source = {(h.metadata["format"], Path(h.doc_id.split("#")[0]).suffix): h for h in reversed(hits)}
+        by_format = {fmt: h for (fmt, suffix), h in by_source.items() if suffix != ".msg"}  # best hit per format
         assert by_format["pdf"].metadata["page"] == 2 and by_format["pdf"].metadata["section"] == ["第2章 返品"]
+        vertical = next(h for h in hits if h.doc_id.endswith("tategaki.pdf"))
+        assert vertical.metadata["page"] == 2 and vertical.metadata["section"] == ["第2章 返品"]
+        assert by_source[("attachment", ".msg")].metadata["section"] == ["关于退货运费的通知", "返品規定.txt"]
         assert by_format["pptx"].metadata["slide"] == 2 and by_format["pptx"].metadata["section"] == ["第2章 返品"]
         assert by_format["docx"].metadata["section"] == ["第2章 返品", "2.1 送料"]
         assert by_format["xlsx"].metadata["sheet"] == "FAQ" and by_format["xlsx"].metadata["row_start"] <= 3

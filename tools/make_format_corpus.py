@@ -1,9 +1,10 @@
-"""Write the same CJK passages as PDF (text and image-only), DOCX, PPTX, XLSX, EML and PNG.
+"""Write the same CJK passages as PDF (text, vertical 縦書き and image-only), DOCX, PPTX, XLSX, EML, MSG and PNG.
 
     python tools/make_format_corpus.py OUT_DIR
 
 Used by tests/test_formats.py (into a tmp folder) and benchmarks/formats.py; nothing binary is kept in
-the repository. Needs the office/pdf extras' writers (python-docx, python-pptx, openpyxl), reportlab (its
+the repository. Needs the office/pdf extras' writers (python-docx, python-pptx, openpyxl), fontTools (the
+vertical PDF's embedded font, tools/cid_pdf.py), reportlab (its
 built-in CID fonts STSong-Light / HeiseiMin-W3 / HYSMyeongJo-Medium need no font file) and, for the
 rendered images, a CJK font: the ``noto-cjk-sans-otc`` package or Debian's fonts-noto-cjk.
 """
@@ -156,14 +157,45 @@ def write_eml(path: Path) -> None:
     path.write_bytes(bytes(msg))
 
 
+def write_vertical_pdf(path: Path) -> None:
+    """The passages set vertically (縦書き), one page each, in an embedded CID font (tools/cid_pdf.py)."""
+    from cid_pdf import Run, vertical_columns, write_cid_pdf
+
+    pages = []
+    for page, (_lang, chapter, _section, text) in enumerate(PASSAGES, start=1):
+        pages.append([
+            Run(72, 812, 9, HEADER.split()[0]), Run(290, 24, 9, f"- {page} -"),  # running header/footer
+            Run(545, 790, 16, chapter, vertical=True),
+            *vertical_columns(text, 24, right=515, top=790, size=12, pitch=20),
+        ])  # fmt: skip
+    write_cid_pdf(path, pages)
+
+
+def write_msg_file(path: Path) -> None:
+    """The e-mail of write_eml as an Outlook .msg (tools/make_msg.py)."""
+    from datetime import datetime, timedelta, timezone
+
+    from make_msg import write_msg
+
+    write_msg(
+        path, subject="关于退货运费的通知", sender=("客服部", "support@example.com"), to=[("全体员工", "all@example.com")],
+        date=datetime(2026, 12, 1, 9, 30, tzinfo=timezone(timedelta(hours=8))), body=PASSAGES[0][3],
+        attachments=[("返品規定.txt", PASSAGES[1][3].encode("shift_jis"), "text/plain"),
+                     ("logo.png", b"\x89PNG\r\n\x1a\n", "image/png")],
+    )  # fmt: skip
+
+
 def make_corpus(out: Path, *, images: bool = True) -> dict[str, Path]:
     """Write every format into ``out``; returns {format: path}. ``images`` needs a CJK font."""
     out.mkdir(parents=True, exist_ok=True)
     files = {
         "pdf": out / "manual.pdf", "docx": out / "manual.docx", "pptx": out / "slides.pptx",
-        "xlsx": out / "faq.xlsx", "eml": out / "notice.eml",
+        "xlsx": out / "faq.xlsx", "eml": out / "notice.eml", "msg": out / "notice-outlook.msg",
+        "pdf_vertical": out / "tategaki.pdf",
     }  # fmt: skip
     write_pdf(files["pdf"])
+    write_vertical_pdf(files["pdf_vertical"])
+    write_msg_file(files["msg"])
     write_docx(files["docx"])
     write_pptx(files["pptx"])
     write_xlsx(files["xlsx"])

@@ -11,7 +11,9 @@ from typing import Any, Literal
 from cjkrag.ingest.citations import SPANS_KEY
 from cjkrag.types import Document
 
-__all__ = ["SPANS_KEY", "MissingExtra", "ReadContext", "ReadFailure", "ReaderError", "TextBuilder", "join_lines"]
+__all__ = [
+    "SPANS_KEY", "MissingExtra", "ReadContext", "ReadFailure", "ReaderError", "TextBuilder", "is_cjk", "join_lines",
+]  # fmt: skip
 
 # ``Document.metadata[SPANS_KEY]``: ``[[start, end, {"page": 3, "section": [...]}], ...]`` over the text;
 # ``cjkrag.ingest.citations`` turns it into each chunk's page/slide/sheet/section (never stored itself).
@@ -112,6 +114,11 @@ class ReadContext:
             metadata=meta,
             source=source or self.source,
         )
+
+
+def is_cjk(ch: str) -> bool:
+    """A CJK ideograph, kana, Hangul syllable, CJK punctuation or full-width form."""
+    return _is_cjk(ch)
 
 
 def _is_cjk(ch: str) -> bool:

@@ -4,7 +4,9 @@ The message is one document: subject = title, ``From``/``To``/``Date`` as metada
 lines of the text, then the body (plain text preferred, HTML converted to text). Each text attachment
 (.txt/.md/.html/.csv/.json, decoded with the same encoding rules) is a child document with id
 ``<message id>#<attachment name>`` and the message's access rule (it is read by whoever may read the
-message, never more); other attachments are listed in the message metadata and not indexed.
+message, never more); other attachments are listed in the message metadata and not indexed. The citation
+of a message is its subject (``section: [subject]``), of an attachment ``[subject, file name]`` and
+``attachment``.
 """
 
 from __future__ import annotations
@@ -65,9 +67,14 @@ def read_msg(ctx: ReadContext) -> Iterator[Document | ReadFailure]:
             if isinstance(data, bytes):
                 attachments.append((str(name), data))
         date = msg.date.isoformat() if hasattr(msg.date, "isoformat") else str(msg.date or "")
-        yield from _emit(ctx, msg.subject or "", msg.sender or "", msg.to or "", date, body, attachments, "msg")
+        fields = [_nul(v) for v in (msg.subject, msg.sender, msg.to, body)]  # some writers keep the terminator
+        yield from _emit(ctx, fields[0], fields[1], fields[2], date, fields[3], attachments, "msg")
     finally:
         msg.close()
+
+
+def _nul(value: object) -> str:
+    return str(value or "").replace("\x00", "")
 
 
 def _eml_body(msg: EmailMessage) -> str:
@@ -97,7 +104,8 @@ def _emit(
         meta["attachments"] = [name for name, _ in attachments]
     if skipped:
         meta["attachments_not_indexed"] = skipped
-    yield ctx.document(text, title=subject, metadata=meta)
+    cite = {"section": [subject]} if subject else {}
+    yield ctx.document(text, title=subject, metadata=meta, spans=[(0, len(text), cite)] if cite else ())
     for name, data in attachments:
         if name in skipped:
             continue
@@ -112,7 +120,8 @@ def _emit(
         if not att_text.strip():
             continue
         child_meta = {"format": "attachment", "encoding": encoding, "parent_id": ctx.doc_id, "attachment": name}
+        att_cite = {"section": [subject, name] if subject else [name], "attachment": name}
         yield ctx.document(
             att_text, title=f"{subject} / {name}" if subject else name, metadata=child_meta,
-            doc_id=f"{ctx.doc_id}#{name}", source=where,
+            spans=[(0, len(att_text), att_cite)], doc_id=f"{ctx.doc_id}#{name}", source=where,
         )  # fmt: skip

@@ -8,7 +8,9 @@ Two engines, chosen by measurement (README "Formats", benchmarks/formats.py):
   it is PyPI-only and offline): CER 0 on Chinese, but its Chinese model reads kana poorly (CER 0.53)
   and Hangul not at all (0.98).
 ``CJKRAG_OCR_ENGINE=auto`` (default) uses Tesseract when it is installed with CJK data, else RapidOCR;
-``tesseract`` or ``rapidocr`` forces one.
+``tesseract`` or ``rapidocr`` forces one. Vertical text (``recognize(image, vertical=True)``, for PDF pages
+the PDF reader found vertical) needs Tesseract's ``jpn_vert`` model (page mode 5); without it
+``recognize`` raises rather than read vertical columns as horizontal lines.
 """
 
 from __future__ import annotations
@@ -63,18 +65,23 @@ def engine_name() -> str | None:
     return None
 
 
+def _tesseract_langs(wanted: str | None = None) -> str:
+    """The installed ones among ``wanted`` (default ``CJKRAG_OCR_LANGS`` or chi_sim+jpn+kor), "+"-joined."""
+    want = wanted if wanted is not None else os.environ.get("CJKRAG_OCR_LANGS", "+".join(_CJK_TESS))
+    have = _installed_langs()
+    return "+".join(lang for lang in want.split("+") if lang in have)
+
+
 @lru_cache(maxsize=1)
-def _tesseract_langs() -> str:
+def _installed_langs() -> frozenset[str]:
     exe = shutil.which("tesseract")
     if exe is None:
-        return ""
+        return frozenset()
     try:
         res = subprocess.run([exe, "--list-langs"], capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.SubprocessError):
-        return ""
-    have = set(res.stdout.split()) | set(res.stderr.split())
-    wanted = os.environ.get("CJKRAG_OCR_LANGS", "+".join(_CJK_TESS)).split("+")
-    return "+".join(lang for lang in wanted if lang in have)
+        return frozenset()
+    return frozenset(res.stdout.split()) | frozenset(res.stderr.split())
 
 
 @lru_cache(maxsize=1)
@@ -83,22 +90,39 @@ def _engine() -> Any:
     return mod.RapidOCR()
 
 
-def recognize(image: Any) -> str:
-    """Text of a PIL image, line by line in reading order (top to bottom, left to right)."""
+def vertical_langs() -> str:
+    """Tesseract's vertical-text models installed (``jpn_vert`` by default; ``CJKRAG_OCR_VERT_LANGS``
+    sets them, e.g. ``jpn_vert+chi_tra_vert``), "" when vertical pages cannot be OCR'd here."""
+    if engine_name() != "tesseract":
+        return ""  # RapidOCR's line assembly is horizontal only
+    return _tesseract_langs(os.environ.get("CJKRAG_OCR_VERT_LANGS", "jpn_vert"))
+
+
+def recognize(image: Any, *, vertical: bool = False) -> str:
+    """Text of a PIL image, line by line in reading order (top to bottom, left to right; with
+    ``vertical``, columns top to bottom, right to left: Tesseract with a ``*_vert`` model only)."""
     engine = engine_name()
+    if vertical:
+        langs = vertical_langs()
+        if not langs:
+            raise ReaderError(
+                "OCR of vertical text needs Tesseract with its vertical Japanese model (jpn_vert)",
+                "apt-get install tesseract-ocr tesseract-ocr-jpn-vert",
+            )
+        return _tesseract(image, langs, psm=5)
     if engine == "tesseract":
-        return _tesseract(image)
+        return _tesseract(image, _tesseract_langs())
     if engine is None:
         raise MissingExtra("ocr", "rapidocr-onnxruntime", "scanned pages and images (OCR)")
     return _rapidocr(image)
 
 
-def _tesseract(image: Any) -> str:
+def _tesseract(image: Any, langs: str, psm: int = 4) -> str:
     with tempfile.TemporaryDirectory(prefix="cjkrag-ocr-") as tmp:
         path = Path(tmp) / "page.png"
         image.convert("RGB").save(path)
         res = subprocess.run(
-            ["tesseract", str(path), "-", "-l", _tesseract_langs(), "--psm", "4"],
+            ["tesseract", str(path), "-", "-l", langs, "--psm", str(psm)],
             capture_output=True, text=True, timeout=600, check=False,
         )  # fmt: skip
     if res.returncode != 0:
