@@ -138,7 +138,7 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
     def models_optimize(
         model: Annotated[str, typer.Argument(help="Embedder to speed up: bundled:multilingual-e5-small, a folder or an id.")],
         eval_sets: EvalOpt,
-        backend: Annotated[str, typer.Option(help="onnx (ONNX Runtime). openvino is not available in this build.")] = "onnx",
+        backend: Annotated[str, typer.Option(help="onnx (ONNX Runtime) or openvino (OpenVINO, bf16 where the CPU has it).")] = "onnx",
         quantize: Annotated[str | None, typer.Option(help="int8: dynamic int8 weights (per channel).")] = None,
         out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder (default ./optimized/<name>-<backend>[-int8]).")] = None,
         tolerance: Annotated[float, typer.Option(help="Allowed nDCG@10 loss per set.")] = 0.01,
@@ -151,13 +151,12 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
         from cjkrag.pipeline.models.optimize import BackendEmbedder, export_onnx, throughput
         from cjkrag.pipeline.models.pairs import load_eval_set
 
-        if backend != "onnx":
-            raise _fail(CjkragError(f"--backend {backend!r}: only onnx is available here (openvino: not installed; "
-                                    "optimum-intel pins an older transformers)"))
+        if backend not in ("onnx", "openvino"):
+            raise _fail(CjkragError(f"--backend {backend!r}: use onnx or openvino"))
         name = Path(model).name.replace(":", "-")
         target = out_dir or Path("optimized") / f"{name}-{backend}{'-' + quantize if quantize else ''}"
         try:
-            export_onnx(model, target, quantize=quantize)
+            export_onnx(model, target, quantize=quantize, backend=backend)
             report = _gate(str(target), eval_sets, model, "embedder", BUNDLED, tolerance, max_queries, "cpu", backend, None)
             first = load_eval_set(eval_sets[0], max_queries=max_queries)
             passages = [d.text for d in first.corpus.values()][:speed_texts]
@@ -165,7 +164,7 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
             from cjkrag.ingest.embedding.loader import load_embedder
 
             rows = {"torch": throughput(load_embedder(model, device="cpu"), passages, queries),
-                    backend + ("-" + quantize if quantize else ""): throughput(BackendEmbedder(str(target)), passages, queries)}
+                    backend + ("-" + quantize if quantize else ""): throughput(BackendEmbedder(str(target), backend=backend), passages, queries)}
         except CjkragError as exc:
             raise _fail(exc) from None
         out.print(f"throughput on this CPU ({len(passages)} passages, {len(queries)} single queries):", highlight=False)
@@ -176,6 +175,9 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
         faster = list(rows.values())[1]["chunks_per_s"] > rows["torch"]["chunks_per_s"]
         verdict = "passes the gate and is faster" if report["passed"] and faster else "NOT recommended"
         out.print(f"{target}: {verdict}", highlight=False)
+        if report["passed"] and faster:
+            out.print(f"use it: `cjkrag models promote {target}`, then set embedding.backend: {backend} and "
+                      "embedding.model: <the promoted folder> (re-embeds the collection)", highlight=False)
         if not report["passed"]:
             raise typer.Exit(1)
 

@@ -78,6 +78,9 @@ class EmbeddingConfig(_Strict):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda|mps|cuda:\d+)$")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     batch_size: int = Field(32, ge=1, le=4096)
+    #: runtime: torch (sentence-transformers), or onnx / openvino for a CPU build written by
+    #: `cjkrag models optimize` that passed its gate (embedding.model is then that build's folder)
+    backend: Literal["torch", "onnx", "openvino"] = "torch"
 
 
 class ChunkingConfig(_Strict):

@@ -60,6 +60,7 @@ class Engine:
                     batch_size=e.batch_size,
                     profile=e.profile,
                     precision=e.precision,
+                    backend=e.backend,
                 )
                 emb.warm_up()
                 self._embedder = emb

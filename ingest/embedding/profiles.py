@@ -159,7 +159,7 @@ def profile_for(model_id_or_path: str, override: str | ModelProfile | None = Non
     found = match_profile(model_id_or_path)
     if found is not None:
         return found
-    if model_id_or_path not in _warned:
+    if model_id_or_path not in _warned and not _has_own_prompts(model_id_or_path):
         _warned.add(model_id_or_path)
         log.warning(
             "no embedding profile for %r: embedding without query/passage prefixes; if the model needs "
@@ -168,3 +168,17 @@ def profile_for(model_id_or_path: str, override: str | ModelProfile | None = Non
             ", ".join(PROFILES),
         )
     return PROFILES["none"]
+
+
+def _has_own_prompts(model_id_or_path: str) -> bool:
+    """A local sentence-transformers folder that defines a 'query' prompt (the ``none`` profile uses it):
+    e.g. a model written by ``cjkrag finetune``, which saves the prefixes it was trained with."""
+    import json
+    from pathlib import Path
+
+    cfg = Path(model_id_or_path).expanduser() / "config_sentence_transformers.json"
+    try:
+        prompts = json.loads(cfg.read_text(encoding="utf-8")).get("prompts") or {}
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(prompts, dict) and bool(prompts.get("query"))

@@ -279,7 +279,8 @@ def run_gate(candidate: str, sets: Sequence[BeirSet], *, base: str = "bundled:mu
                            Contender(f"dense({embedder})+rerank({candidate})", runner(cand_rr)), sets,
                            tolerance=tolerance)
         report["rerank_depth"] = rerank_depth
-    report.update(kind=kind, candidate_ref=candidate, candidate_key=model_key(candidate), base_ref=base)
+    report.update(kind=kind, candidate_ref=candidate, candidate_key=model_key(candidate), base_ref=base,
+                  candidate_backend=candidate_backend if kind == "embedder" else "torch")
     return report
 
 

@@ -1,4 +1,4 @@
-"""A faster CPU build of an embedder: ONNX export (+ dynamic int8 quantization) run by ONNX Runtime.
+"""A faster CPU build of an embedder: ONNX export (+ dynamic int8 quantization) run by ONNX Runtime or OpenVINO.
 
 sentence-transformers' own ONNX backend (``SentenceTransformer(..., backend="onnx")``) goes through
 ``optimum-onnx``, which pins ``transformers<4.58`` while sentence-transformers 6 needs ``transformers>=5``;
@@ -8,7 +8,10 @@ the model's sentence-transformers config says) and L2 normalization run in numpy
 
 The output folder is the sentence-transformers folder (tokenizer, prompts, pooling config) plus
 ``onnx/model.onnx`` (and ``onnx/model_qint8.onnx``); :class:`BackendEmbedder` implements the
-:class:`~cjkrag.ingest.embedding.protocol.Embedder` protocol over it. Extra ``optimize``: onnx, onnxruntime.
+:class:`~cjkrag.ingest.embedding.protocol.Embedder` protocol over it, running the ONNX file with ONNX Runtime
+(``backend="onnx"``) or OpenVINO (``backend="openvino"``, which reads ONNX natively: no ``optimum-intel``).
+OpenVINO's CPU plugin computes in bf16 where the CPU has bf16 instructions (its default
+``INFERENCE_PRECISION_HINT``); ``precision="fp32"`` forces f32. Extra ``optimize``: onnx, onnxruntime, openvino.
 """
 
 from __future__ import annotations
@@ -28,10 +31,14 @@ from cjkrag.errors import InputError, ModelError, missing
 
 ONNX_FILE = "onnx/model.onnx"
 INT8_FILE = "onnx/model_qint8.onnx"
+BACKENDS = ("onnx", "openvino")
 
 
-def export_onnx(base: str, out: Path | str, *, quantize: str | None = None, opset: int = 17) -> Path:
+def export_onnx(base: str, out: Path | str, *, quantize: str | None = None, opset: int = 17,
+                backend: str = "onnx") -> Path:
     """Export ``base`` (a model id, folder or ``bundled:...``) to ``out``; returns the ONNX file to run."""
+    if backend not in BACKENDS:
+        raise InputError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if quantize not in (None, "int8"):
         raise InputError(f"--quantize must be int8 (or omitted), got {quantize!r}")
     try:
@@ -76,24 +83,30 @@ def export_onnx(base: str, out: Path | str, *, quantize: str | None = None, opse
         quantize_dynamic(str(target), str(out / INT8_FILE), weight_type=QuantType.QInt8, per_channel=True)
         target = out / INT8_FILE
     (out / "cjkrag-optimized.json").write_text(json.dumps(
-        {"base": base, "backend": "onnx", "quantize": quantize, "file": str(target.relative_to(out))}, indent=2) + "\n",
+        {"base": base, "backend": backend, "quantize": quantize, "file": str(target.relative_to(out))}, indent=2) + "\n",
         encoding="utf-8")
     return target
 
 
 class BackendEmbedder:
-    """An Embedder over an exported ONNX folder, run with ONNX Runtime on the CPU (thread-safe)."""
+    """An Embedder over an exported ONNX folder, run on the CPU by ONNX Runtime or OpenVINO (thread-safe)."""
 
     def __init__(self, folder: str, *, backend: str = "onnx", batch_size: int = 32, profile: str = "auto",
-                 file: str | None = None, threads: int | None = None) -> None:
-        if backend != "onnx":
-            raise InputError(f"backend {backend!r}: only onnx runs here (openvino is not installed in this build)")
+                 file: str | None = None, threads: int | None = None, precision: str = "auto") -> None:
+        if backend not in BACKENDS:
+            raise InputError(f"embedding.backend {backend!r}: an optimized build runs on {' or '.join(BACKENDS)}")
+        if precision not in ("auto", "fp32", "bf16"):
+            raise InputError(f"embedding.precision {precision!r}: an {backend} build takes auto, fp32 or bf16")
+        if backend == "onnx" and precision == "bf16":
+            raise InputError("embedding.precision bf16 needs embedding.backend openvino (ONNX Runtime runs fp32)")
+        self.backend = backend
+        self.precision = precision
         self.folder = Path(folder).expanduser()
         meta = self.folder / "cjkrag-optimized.json"
         if not meta.is_file():
             raise ModelError(f"{folder}: not an optimized build (no cjkrag-optimized.json); run `cjkrag models optimize`")
         self.file = self.folder / (file or json.loads(meta.read_text(encoding="utf-8"))["file"])
-        self.name = str(self.folder)
+        self.name = f"{self.folder}|{backend}" + ("" if precision == "auto" else f"|{precision}")
         self.batch_size = batch_size
         self.threads = threads
         self.max_tokens = 512
@@ -108,16 +121,7 @@ class BackendEmbedder:
         with self._lock:
             if self._session is not None:
                 return
-            try:
-                import onnxruntime as ort
-                from tokenizers import Tokenizer
-            except ImportError as exc:
-                raise missing("optimize", exc.name or "onnxruntime") from exc
-            opts = ort.SessionOptions()
-            if self.threads:
-                opts.intra_op_num_threads = self.threads
-            self._session = ort.InferenceSession(str(self.file), opts, providers=["CPUExecutionProvider"])
-            self._inputs = [i.name for i in self._session.get_inputs()]
+            self._session, self._inputs = self._open()
             st_cfg = json.loads((self.folder / "config_sentence_transformers.json").read_text(encoding="utf-8"))
             prompts = st_cfg.get("prompts") or {}
             self.query_prefix, self.passage_prefix = prompts.get("query", ""), prompts.get("passage", "")
@@ -126,11 +130,50 @@ class BackendEmbedder:
                 self._pool = "cls"
             seq = json.loads((self.folder / "sentence_bert_config.json").read_text()).get("max_seq_length", 512)
             self.max_tokens = int(seq)
+            from tokenizers import Tokenizer
+
             tok = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
             tok.enable_truncation(self.max_tokens)
             tok.enable_padding(pad_id=tok.token_to_id("<pad>") or 0)
             self._tok = tok
             self._dim = int(self._run(["a"]).shape[1])
+
+    def _open(self) -> tuple[Any, list[str]]:
+        """(a callable feed -> hidden states, its input names) for the configured runtime."""
+        if self.backend == "openvino":
+            try:
+                import openvino as ov
+            except ImportError as exc:
+                raise missing("optimize", exc.name or "openvino") from exc
+            config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+            if self.threads:
+                config["INFERENCE_NUM_THREADS"] = self.threads
+            if self.precision != "auto":
+                config["INFERENCE_PRECISION_HINT"] = "f32" if self.precision == "fp32" else "bf16"
+            try:
+                compiled = ov.Core().compile_model(str(self.file), "CPU", config)
+            except RuntimeError as exc:
+                raise ModelError(f"{self.file}: OpenVINO could not compile it ({exc}); re-run `cjkrag models "
+                                 "optimize`") from None
+            names = [p.get_any_name() for p in compiled.inputs]
+            lock = threading.Lock()  # one infer request, used by one thread at a time
+
+            def run_ov(feed: dict[str, np.ndarray]) -> np.ndarray:
+                with lock:
+                    return np.asarray(compiled(feed)[0])
+            return run_ov, names
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise missing("optimize", exc.name or "onnxruntime") from exc
+        opts = ort.SessionOptions()
+        if self.threads:
+            opts.intra_op_num_threads = self.threads
+        session = ort.InferenceSession(str(self.file), opts, providers=["CPUExecutionProvider"])
+
+        def run_ort(feed: dict[str, np.ndarray]) -> np.ndarray:
+            return np.asarray(session.run(None, feed)[0])
+        return run_ort, [i.name for i in session.get_inputs()]
 
     @property
     def dim(self) -> int:
@@ -142,7 +185,7 @@ class BackendEmbedder:
         ids = np.array([e.ids for e in enc], dtype=np.int64)
         mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        hidden = self._session.run(None, {k: feed[k] for k in self._inputs})[0]
+        hidden = self._session({k: feed[k] for k in self._inputs})
         if self._pool == "cls":
             vec = hidden[:, 0]
         else:

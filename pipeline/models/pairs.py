@@ -281,7 +281,9 @@ def load_eval_set(path: Path | str, max_queries: int | None = None) -> BeirSet:
     p = Path(path)
     if p.is_dir():
         beir = load_beir(p, max_queries=max_queries)
-        beir.name = p.resolve().name
+        folder = p.resolve()
+        # `models pairs` writes <set>/heldout-beir: name it by its set, or three gates print three "heldout-beir"
+        beir.name = f"{folder.parent.name}/{folder.name}" if folder.name.startswith("heldout") else folder.name
         return beir
     pairs = read_pairs(p)
     if max_queries is not None:
