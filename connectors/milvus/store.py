@@ -57,7 +57,10 @@ from cjkrag.connectors.milvus.schema import (
     existing_dim,
     plain_value,
     record_to_row,
+    recorded_settings,
     schema_problems,
+    settings,
+    settings_problems,
 )
 from cjkrag.errors import ConfigError, FilterError, StoreError, StoreUnavailable, missing
 
@@ -121,6 +124,7 @@ class MilvusStore:
         token: str | None = None,
         db_name: str | None = None,
         consistency: str = "Strong",
+        analyzer: str = "",
     ) -> None:
         if not uri:
             raise ConfigError(
@@ -136,6 +140,7 @@ class MilvusStore:
         self.token = token
         self.db_name = db_name
         self.consistency = consistency
+        self.analyzer = analyzer  # recorded with the collection; a reopen with another one is refused
         self._client: Any = None
         self._lock = threading.Lock()
         self._alias = f"cjkrag-{uuid.uuid4().hex[:12]}"
@@ -259,12 +264,26 @@ class MilvusStore:
         description = self._describe()
         if description is None:
             return None
-        problems = schema_problems(description, None)
+        problems = schema_problems(description, None) + self._settings_problems(description)
         if problems:
             raise self._incompatible(problems)
         self._load()
         self._dim = existing_dim(description)
         return self._dim
+
+    def _settings_problems(self, description: dict[str, Any]) -> list[str]:
+        """Recorded schema version, distance and analyzer vs this store's (the dimension is checked on the
+        vector field itself by ``schema_problems``)."""
+        if recorded_settings(description) is None:
+            log.warning(
+                "Milvus collection %r records no cjkrag settings (made by an older cjkrag): its analyzer and "
+                "schema version cannot be checked; re-ingest into a new collection to record them",
+                self.collection,
+            )
+            return []
+        want = settings(0, self.analyzer)
+        del want["dim"]
+        return settings_problems(description, want)
 
     def _incompatible(self, problems: Sequence[str]) -> StoreError:
         return StoreError(
@@ -278,6 +297,7 @@ class MilvusStore:
         description = self._describe()
         if description is not None:
             problems = schema_problems(description, dim)
+            problems += self._settings_problems(description)
             if problems:
                 raise self._incompatible(problems)
             self._load()
@@ -286,7 +306,7 @@ class MilvusStore:
         import pymilvus
 
         client = self._c()
-        schema = build_schema(pymilvus, dim)
+        schema = build_schema(pymilvus, dim, settings(dim, self.analyzer))
         self._call(
             "create_collection",
             client.create_collection,
