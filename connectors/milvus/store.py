@@ -43,11 +43,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cjkrag.connectors.filters import Condition, Logical, and_, field_kind, to_dict
 from cjkrag.connectors.locking import acquire_store_lock, release_store_lock
 from cjkrag.connectors.milvus.filters import literal, render, translate
+from cjkrag.connectors.milvus.lite_negation import lite_expr
 from cjkrag.connectors.milvus.schema import (
-    ARRAY_CAPACITY,
     MAX_TOP_K,
     OUTPUT_FIELDS,
     QUERYABLE_FIELDS,
@@ -62,7 +61,7 @@ from cjkrag.connectors.milvus.schema import (
     settings,
     settings_problems,
 )
-from cjkrag.errors import ConfigError, FilterError, StoreError, StoreUnavailable, missing
+from cjkrag.errors import ConfigError, StoreError, StoreUnavailable, missing
 
 if TYPE_CHECKING:
     from cjkrag.connectors.filters import FilterNode
@@ -396,90 +395,16 @@ class MilvusStore:
         return self._lite_expr(filters)
 
     def _lite_expr(self, node: FilterNode) -> str:
-        """Milvus Lite expression of ``node``, with every NOT that Lite cannot write resolved to chunk ids.
-
-        Two kinds of resolution, at most MAX_NOT_RESOLUTIONS distinct conditions per filter (FilterError):
-
-        - NOT ``acl``/``deny`` ``contains_any`` P (the access clause's deny): the ids of the chunks that
-          name P, over the whole collection; past MAX_RESOLVED_IDS, the exact ``deny[i] not in P``
-          expansion instead (slower, never wrong, never an error unless over MAX_EXPANSION_CHARS).
-        - NOT of a metadata comparison (user filters): the ids are looked up only among the chunks that
-          the filter's other top-level AND parts allow (the access clause is always one of them), i.e.
-          within what the caller may read. Invisible chunks never count, so neither the cost nor the
-          answer depends on data the caller cannot read; over MAX_FILTER_RESOLVED_IDS (all resolutions of
-          the filter together) is a FilterError naming the condition.
-        """
-        conjuncts: tuple[FilterNode, ...] = (
-            node.conditions if isinstance(node, Logical) and node.operator == "AND" else (node,)
+        """Milvus Lite expression of ``node``, every NOT Lite cannot write resolved to chunk ids
+        (``connectors/milvus/lite_negation.py``; the limits are this module's, read at call time)."""
+        return lite_expr(
+            node,
+            self._matching_ids,
+            max_resolved_ids=MAX_RESOLVED_IDS,
+            max_not_resolutions=MAX_NOT_RESOLUTIONS,
+            max_filter_resolved_ids=MAX_FILTER_RESOLVED_IDS,
+            max_expansion_chars=MAX_EXPANSION_CHARS,
         )
-        needs = [self._needs(part) for part in conjuncts]
-        distinct = list(dict.fromkeys(c for part in needs for c in part))
-        if len(distinct) > MAX_NOT_RESOLUTIONS:
-            raise FilterError(
-                f"filter: {len(distinct)} negated conditions that Milvus Lite must resolve one by one (NOT of a "
-                f"metadata comparison or of acl/deny contains_any), over the limit of {MAX_NOT_RESOLUTIONS}: "
-                "use 'not in' with a list, '!=' or '==' instead, or a Milvus server"
-            )
-        arrays = [c for c in distinct if field_kind(c.field) == "list"]
-        resolved: dict[Condition, list[str]] = {}
-        expand = False
-        for c in arrays:
-            ids = self._matching_ids(render(*translate(c, lite=True)), MAX_RESOLVED_IDS)
-            if ids is None:
-                expand = True
-                break
-            resolved[c] = ids
-        if expand:
-            resolved = {}
-            for c in arrays:
-                size = len(literal(list(c.value))) * ARRAY_CAPACITY
-                if size > MAX_EXPANSION_CHARS:
-                    raise FilterError(
-                        f"filter: NOT {c.field} contains_any a list of {len(c.value)} principals over more than "
-                        f"{MAX_RESOLVED_IDS} chunks is too large for Milvus Lite to express: give fewer values"
-                    )
-        scope_parts = [part for part, n in zip(conjuncts, needs, strict=True) if all(c in arrays for c in n)]
-        scope = self._render(and_(*scope_parts), resolved, expand) if scope_parts else ""
-        budget = MAX_FILTER_RESOLVED_IDS
-        for c in distinct:
-            if c in arrays:
-                continue
-            # no resolve= here: what Lite cannot express even positively (metadata exists) is a FilterError
-            positive = render(*translate(c, lite=True, array_capacity=ARRAY_CAPACITY))
-            ids = self._matching_ids(f"({scope}) and ({positive})" if scope else positive, budget)
-            if ids is None:
-                raise FilterError(
-                    f"filter: the negated condition {to_dict(c)} matches more of the chunks you may read than "
-                    f"Milvus Lite can exclude by id ({MAX_FILTER_RESOLVED_IDS} per filter): narrow the filter, "
-                    "write the negation as '!=' / 'not in', or use a Milvus server"
-                )
-            budget -= len(ids)
-            resolved[c] = ids
-        return self._render(node, resolved, expand)
-
-    @staticmethod
-    def _needs(node: FilterNode) -> list[Condition]:
-        """The conditions the Lite translation of ``node`` would resolve by id (a dry run, no query)."""
-        seen: dict[Condition, None] = {}
-
-        def record(c: FilterNode) -> list[str]:
-            assert isinstance(c, Condition)
-            seen[c] = None
-            return []
-
-        translate(node, lite=True, resolve=record, expand_arrays=False, array_capacity=ARRAY_CAPACITY)
-        return list(seen)
-
-    @staticmethod
-    def _render(node: FilterNode | None, resolved: dict[Condition, list[str]], expand: bool) -> str:
-        def lookup(c: FilterNode) -> list[str]:
-            assert isinstance(c, Condition)
-            return resolved[c]
-
-        expr, params = translate(
-            node, lite=True, resolve=lookup, expand_arrays=expand, array_capacity=ARRAY_CAPACITY
-        )
-        return render(expr, params)
 
     def _matching_ids(self, expr: str, limit: int) -> list[str] | None:
         """Chunk ids matching ``expr``; None when more than ``limit`` match (counted, not fetched)."""
