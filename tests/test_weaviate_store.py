@@ -432,3 +432,13 @@ def test_close_releases_the_client() -> None:
     store = make_store(client)
     store.close()
     assert client.closed
+
+
+@pytest.mark.parametrize(
+    ("version", "ok"), [("1.32.2", False), ("1.33.0", True), ("1.34.1-rc.0", True), ("2.0.0", True), (None, True)]
+)
+def test_servers_without_the_not_operator_are_refused(version: str | None, ok: bool) -> None:
+    problem = objects.server_problem(version)
+    assert (problem is None) is ok
+    if not ok:
+        assert "Not filter operator" in str(problem) and ">= 1.33" in str(problem)

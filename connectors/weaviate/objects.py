@@ -177,3 +177,22 @@ def check_keyset_page(ids: Sequence[str], last: str | None) -> None:
                 "the server's sort order differs from its range filter; ask for fewer rows (limit <= 10000)"
             )
         previous = cid
+
+
+MIN_SERVER = (1, 33)  # Filter.not_ (the deny clause, !=, not in) needs the Not operator of Weaviate 1.33
+
+
+def server_problem(version: str | None) -> str | None:
+    """Why a Weaviate server of ``version`` cannot serve cjkrag (None if it can, or if unknown)."""
+    if not version:
+        return None
+    try:
+        parts = tuple(int(p) for p in version.split("-")[0].split(".")[:2])
+    except ValueError:
+        return None
+    if parts >= MIN_SERVER:
+        return None
+    return (
+        f"Weaviate {version} has no Not filter operator, which the access clause's deny needs: use Weaviate "
+        f">= {MIN_SERVER[0]}.{MIN_SERVER[1]}"
+    )

@@ -110,9 +110,8 @@ class WeaviateStore:
         self._client = client
         self._lock = threading.RLock()
         self._dim: int | None = None
-        self._props: dict[
-            str, dict[str, Any]
-        ] = {}  # name -> plain property dict (schema.existing_properties)
+        # name -> plain property dict (schema.existing_properties)
+        self._props: dict[str, dict[str, Any]] = {}
 
     def settings(self, dim: int) -> dict[str, Any]:
         return {"schema": schema.SCHEMA_VERSION, "dim": dim, "distance": "cosine", "analyzer": self.analyzer}
@@ -140,6 +139,14 @@ class WeaviateStore:
                     f"{CONNECT_TIMEOUT_S} s: {type(exc).__name__}: {self._scrub(exc)}; start Weaviate "
                     "(`docker compose up weaviate`) or fix store.weaviate.url / grpc_port / $WEAVIATE_API_KEY"
                 ) from None
+            try:
+                version = (self._client.get_meta() or {}).get("version")
+            except Exception:  # the meta endpoint is informative only; every call below reports its own errors
+                version = None
+            problem = objects.server_problem(version)
+            if problem:
+                self.close()
+                raise StoreError(f"{problem} (server at {self.uri!r})")
 
     def _scrub(self, exc: BaseException) -> str:
         """An error's text with the API key masked (it is never put into a message or a log)."""
