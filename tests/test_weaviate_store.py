@@ -230,7 +230,7 @@ def test_object_body_ids_keywords_and_access_fields() -> None:
                       metadata={"category": "地理", "year": 2024, "tags": ["a", "b"], "a": {"b": True}})  # fmt: skip
     body = objects.object_properties(rec)
     assert body["keywords"] == "東京 首都 東京"  # tokens as they are, repeated ones kept (term frequency)
-    assert body["acl"] == ["user:alice"] and body["deny"] is None and body["public"] is True
+    assert body["acl"] == ["user:alice"] and "deny" not in body and body["public"] is True
     assert body["meta_category"] == "地理" and body["meta_year"] == 2024.0 and body["meta_tags"] == ["a", "b"]
     assert body["meta_a__b"] is True
     assert objects.hit_fields(body)["metadata"] == rec.metadata  # whole metadata back, ints stay ints

@@ -17,7 +17,7 @@ Filters: ``cjkrag.connectors.milvus.filters.translate`` (written with this adapt
 and its ``render`` inlines the parameters as literals, on a server too: Lite 2.5.1 has no expression
 templates (``filter_params``: ``{p0}`` is a parse error that pymilvus retries until its timeout). On Lite,
 which has no ``not (...)``, the translator pushes NOT down to complementary conditions (``!=``, ``not in``,
-``deny[i] not in P`` over the array capacity) and asks :meth:`MilvusStore._resolve_ids` for the chunk ids
+``deny[i] not in P`` over the array capacity) and resolves (``lite_negation.py``) the chunk ids
 of what has no complement (``chunk_id not in [...]``; refused past MAX_RESOLVED_IDS). The expression is
 the search's own ``filter=`` (pre-filter): Milvus returns the best *matching* chunks, ``top_k`` visible
 hits even when most of the best-scoring chunks are invisible.

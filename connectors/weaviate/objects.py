@@ -4,8 +4,8 @@
 - Vector: one named vector, :data:`VECTOR`, given by cjkrag (the collection has no vectorizer module).
 - ``keywords``: the cjkrag analyzer's tokens joined by single spaces (the property is ``whitespace``
   tokenized, so Weaviate's BM25 sees exactly those tokens: never re-split, lowercased or stop-worded).
-- ``acl``/``deny``: ``text[]`` (``field`` tokenization); an empty list is written as no value (null), which
-  is what ``exists`` (``is_none``) and the reference evaluator agree on.
+- ``acl``/``deny``: ``text[]`` (``field`` tokenization); an empty list is left out of the object (no value),
+  which is what ``exists`` (``is_none``) and the reference evaluator agree on.
 - ``metadata``: kept whole as JSON in ``metadata_json`` (returned as is), and each filterable key also as
   its own typed property (:func:`flatten_metadata`, names from ``filters.property_name``), because
   Weaviate cannot filter inside a JSON value or an object property.
@@ -105,7 +105,7 @@ def object_properties(r: ChunkRecord) -> dict[str, Any]:
     }  # fmt: skip
     for name, (_, value) in flatten_metadata(r.metadata).items():
         props[name] = value
-    return props
+    return {k: v for k, v in props.items() if v is not None}  # absent, not null: what the null index sees
 
 
 def hit_fields(props: Mapping[str, Any]) -> dict[str, Any]:
