@@ -32,12 +32,9 @@ imports ``pkg_resources`` (gone from recent setuptools), so a stand-in is provid
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import re
-import sys
 import threading
-import types
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -45,6 +42,12 @@ from typing import TYPE_CHECKING, Any
 
 from cjkrag.connectors.locking import acquire_store_lock, release_store_lock
 from cjkrag.connectors.milvus.filters import literal, render, translate
+from cjkrag.connectors.milvus.lite import (
+    import_milvus_lite,
+    is_lite_uri,
+    lite_closed,
+    lite_opened,
+)
 from cjkrag.connectors.milvus.lite_negation import lite_expr
 from cjkrag.connectors.milvus.schema import (
     MAX_TOP_K,
@@ -79,37 +82,8 @@ MAX_RESOLVED_IDS = 10000  # denied chunk ids inlined before falling back to the 
 MAX_NOT_RESOLUTIONS = 8  # distinct conditions one filter may need resolved to chunk ids (Lite)
 MAX_FILTER_RESOLVED_IDS = 4096  # ids all the user-filter resolutions of one query may inline, together
 MAX_EXPANSION_CHARS = 4 * 1024 * 1024  # a deny[i] not in P expansion larger than this is refused
-_SERVER_SCHEMES = ("http://", "https://", "tcp://", "grpc://", "unix://")
 _EMPTY_QUERY_QUIRK = "Unsupported data type: 0"
 _COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
-
-
-# Milvus Lite servers (one child process per .db file) opened by MilvusStore objects: path -> open stores.
-_lite_lock = threading.Lock()
-_lite_users: dict[str, int] = {}
-
-
-def is_lite_uri(uri: str) -> bool:
-    return not uri.lower().startswith(_SERVER_SCHEMES)
-
-
-def _import_milvus_lite() -> None:
-    """Import ``milvus_lite``; 2.5.1 does ``from pkg_resources import ...`` only to read its version."""
-    if "milvus_lite" in sys.modules:
-        return
-    shim = None
-    if "pkg_resources" not in sys.modules:  # importing the real one is slow and warns: stand in briefly
-        shim = types.ModuleType("pkg_resources")
-        shim.DistributionNotFound = importlib.metadata.PackageNotFoundError  # type: ignore[attr-defined]
-        shim.get_distribution = lambda name: types.SimpleNamespace(  # type: ignore[attr-defined]
-            version=importlib.metadata.version(name)
-        )
-        sys.modules["pkg_resources"] = shim
-    try:
-        import milvus_lite  # noqa: F401
-    finally:
-        if shim is not None and sys.modules.get("pkg_resources") is shim:
-            del sys.modules["pkg_resources"]
 
 
 class MilvusStore:
@@ -170,7 +144,7 @@ class MilvusStore:
                 )
             Path(self.uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
             try:
-                _import_milvus_lite()
+                import_milvus_lite()
             except ImportError as exc:
                 raise missing("milvus", "milvus-lite") from exc
         uri = str(Path(self.uri).expanduser().resolve()) if is_lite_uri(self.uri) else self.uri
@@ -193,8 +167,7 @@ class MilvusStore:
             ) from exc
         if is_lite_uri(self.uri):
             self._lite_path = uri
-            with _lite_lock:
-                _lite_users[uri] = _lite_users.get(uri, 0) + 1
+            lite_opened(uri)
 
     def _c(self) -> Any:
         if self._client is None:
@@ -228,20 +201,7 @@ class MilvusStore:
             self._dim = None
             path, self._lite_path = self._lite_path, None
             if path is not None:
-                with _lite_lock:
-                    _lite_users[path] -= 1
-                    last = _lite_users[path] == 0
-                    if last:
-                        del _lite_users[path]
-                if last:
-                    from milvus_lite.server_manager import server_manager_instance
-
-                    try:
-                        server_manager_instance.release_server(path)
-                    finally:
-                        release_store_lock(path)
-                else:
-                    release_store_lock(path)
+                lite_closed(path)
 
     # -- collection -----------------------------------------------------------------------------------
     def _describe(self) -> dict[str, Any] | None:
