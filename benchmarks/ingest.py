@@ -85,9 +85,9 @@ def run_reference(docs: list[dict[str, Any]], model: str, tmp: Path) -> dict[str
     from pymilvus import DataType, MilvusClient
     from sentence_transformers import SentenceTransformer
 
-    from cjkrag.connectors.milvus.store import _import_milvus_lite
+    from cjkrag.connectors.milvus.lite import import_milvus_lite
 
-    _import_milvus_lite()
+    import_milvus_lite()
     t0 = time.perf_counter()
     path = model
     if model.startswith("bundled:"):

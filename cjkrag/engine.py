@@ -82,13 +82,23 @@ class Engine:
         with self._lock:
             if self._manifest is None:
                 import hashlib
+                import json
 
                 from cjkrag.ingest.manifest import Manifest, manifest_path
 
-                uri = self.config.milvus_uri()
-                server = "://" in uri
-                backend = f"milvus-{hashlib.sha1(uri.encode()).hexdigest()[:10]}" if server else "milvus"
-                path = manifest_path(None if server else uri, self.config.resolved_data_dir(), backend,
+                store = self.config.store
+                if store.backend == "milvus":
+                    uri = self.config.milvus_uri()
+                    server = "://" in uri
+                    backend = f"milvus-{hashlib.sha1(uri.encode()).hexdigest()[:10]}" if server else "milvus"
+                    store_file = None if server else uri
+                else:  # one manifest per backend and location: switching backend never reuses another's
+                    settings = dict(store.model_dump(mode="json").get(store.backend) or {})
+                    location = {k: v for k, v in settings.items() if not k.endswith("_env")}  # not the key's name
+                    where = json.dumps([store.backend, location, store.options], sort_keys=True, default=str)
+                    backend = f"{store.backend}-{hashlib.sha1(where.encode()).hexdigest()[:10]}"
+                    store_file = None
+                path = manifest_path(store_file, self.config.resolved_data_dir(), backend,
                                      self.config.collection)  # fmt: skip
                 self._manifest = Manifest(path)
             return self._manifest

@@ -1,4 +1,5 @@
-"""ACL fuzz over every engine that runs here (Milvus Lite, Qdrant edge, Qdrant local mode): no hit is ever invisible to the caller, and the access
+"""ACL fuzz over every engine that runs here (Milvus Lite, Qdrant edge, Qdrant local mode; a Weaviate server when
+WEAVIATE_URL is set, skipped with that reason otherwise): no hit is ever invisible to the caller, and the access
 filter is a pre-filter (the best visible chunks come back, none lost to post-filtering).
 
 >= 2,000 generated queries (hypothesis) across the three query modes on Milvus Lite (750 on each Qdrant mode), with narrowing (``narrow_to``), with
@@ -10,7 +11,9 @@ post-check must never fire: a store that leaks fails the test instead of being h
 
 from __future__ import annotations
 
+import os
 import random
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,8 +70,14 @@ BACKENDS: dict[str, dict[str, Any]] = {  # every engine that runs here
     "qdrant-edge": {"store": {"backend": "qdrant", "qdrant": {"mode": "edge"}}},
     "qdrant-local": {"store": {"backend": "qdrant", "qdrant": {"mode": "local"}}},
 }
+# Weaviate when a server is given (WEAVIATE_URL, e.g. the compose.yaml service); skipped with that reason otherwise
+BACKENDS["weaviate-server"] = {
+    "collection": f"Aclfuzz_{uuid.uuid4().hex[:10]}",
+    "store": {"backend": "weaviate", "weaviate": {"url": os.environ.get("WEAVIATE_URL", "http://localhost:8080"),
+                                                  "grpc_port": int(os.environ.get("WEAVIATE_GRPC_PORT", "50051"))}},
+}
 # generated examples per backend (3 searches each): 2,100 queries on the default engine, 750 on each other
-EXAMPLES = {"milvus-lite": 700, "qdrant-edge": 250, "qdrant-local": 250}
+EXAMPLES = {"milvus-lite": 700, "qdrant-edge": 250, "qdrant-local": 250, "weaviate-server": 250}
 _UNFILTERED: dict[tuple[int, str, str], list[Any]] = {}  # (engine id, mode, query) -> full unfiltered ranking
 
 
@@ -76,6 +85,9 @@ _UNFILTERED: dict[tuple[int, str, str], list[Any]] = {}  # (engine id, mode, que
 def world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Any, dict[str, dict[str, Any]]]]:
+    server = request.param.endswith("-server")
+    if request.param == "weaviate-server" and not os.environ.get("WEAVIATE_URL"):
+        pytest.skip("WEAVIATE_URL is not set: no Weaviate server to run against (start it with docker compose)")
     engine = make_engine(
         Path(tmp_path_factory.mktemp("aclfuzz")), retrieval={"candidates": 50}, **BACKENDS[request.param]
     )
@@ -83,6 +95,8 @@ def world(
     rep = engine.ingest(docs)
     assert rep.documents == N_DOCS and not rep.failures
     yield engine, {d["id"]: d for d in docs}
+    if server:
+        engine.store.drop_collection()  # a server outlives the test: leave nothing behind
     engine.close()
     _UNFILTERED.clear()
 

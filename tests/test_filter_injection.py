@@ -1,11 +1,14 @@
 """Injection corpus: every value / principal either matches exactly the records holding that very string, or
 is refused with FilterError; it never widens a filter. Milvus Lite and Qdrant (local mode) run the filters
-for real (Qdrant also through QdrantStore on qdrant-edge-py and local mode); for Weaviate and Elasticsearch the value must sit in the translation as a value, never as syntax."""
+for real (Qdrant also through QdrantStore on qdrant-edge-py and local mode; Weaviate through WeaviateStore when
+WEAVIATE_URL is set); for Weaviate and Elasticsearch the value must sit in the translation as a value, never as syntax."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -238,6 +241,36 @@ def test_weaviate_values_are_values(value: str) -> None:
     if principal_ok(value):
         text = str(_FilterToGRPC.convert(translate(acl_filter([value]))))
         assert text.count('property: "acl"') == 1 and text.count('property: "deny"') == 1
+
+
+@pytest.fixture(scope="module")
+def weaviate_store() -> Iterator[Any]:
+    """The same records through WeaviateStore on a Weaviate server (WEAVIATE_URL); skipped without one."""
+    url = os.environ.get("WEAVIATE_URL")
+    if not url:
+        pytest.skip("WEAVIATE_URL is not set: no Weaviate server to run against (start it with docker compose)")
+    from cjkrag.connectors.weaviate.store import WeaviateStore
+    from cjkrag.types import ChunkRecord
+
+    store = WeaviateStore(url, f"Inject_{uuid.uuid4().hex[:10]}", api_key=os.environ.get("WEAVIATE_API_KEY"),
+                          grpc_port=int(os.environ.get("WEAVIATE_GRPC_PORT", "50051")))
+    store.ensure_collection(2)
+    store.upsert(
+        [ChunkRecord(text="t", vector=[1.0, 0.5], keywords=["t"], doc_hash="h", **r) for r in RECORDS]
+    )
+    yield store
+    store.drop_collection()
+    store.close()
+
+
+@pytest.mark.parametrize("value", [v for v in CORPUS if "\x00" not in v], ids=lambda v: ascii(v)[:40])
+def test_weaviate_store_values_are_values(weaviate_store: Any, value: str) -> None:
+    nodes = [node for _, node in value_filters(value)]
+    if principal_ok(value):
+        nodes.append(acl_filter([value]))
+    for node in nodes:
+        got = sorted(str(r["chunk_id"]) for r in weaviate_store.query(node, ["chunk_id"]))
+        assert got == sorted(str(r["chunk_id"]) for r in RECORDS if evaluate(node, r)), node
 
 
 ES_KEYS = {"bool", "filter", "should", "must_not", "minimum_should_match", "term", "terms", "range", "exists",

@@ -506,7 +506,7 @@ def test_weaviate_translation() -> None:
         (C("acl", "contains_any", ("u", "g")), P("acl").contains_any(["u", "g"])),
         (C("metadata.tags", "contains_any", (1, 2.5)), P("meta_tags").contains_any([1.0, 2.5])),
         (C("metadata.k", "exists", True), P("meta_k").is_none(False)),
-        (C("deny", "exists", False), P("deny").is_none(True)),
+        (C("deny", "exists", False), F.not_(P("deny").is_none(False))),
         (AND(C("public", "==", True), C("start", ">", 1)), F.all_of([P("public").equal(True), P("start").greater_than(1)])),
         (OR(C("public", "==", True), C("start", ">", 1)), F.any_of([P("public").equal(True), P("start").greater_than(1)])),
         (NOT(C("public", "==", True), C("start", ">", 1)),

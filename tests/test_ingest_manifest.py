@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from cjkrag.connectors.filters import Condition
+from cjkrag.connectors.milvus import store as store_mod
 from cjkrag.errors import InputError, StoreError
 from tests.conftest import make_engine
 
@@ -141,7 +142,7 @@ def test_access_only_change_reuses_vectors_and_updates_every_chunk(small: Any) -
     assert small.search("密码重置", principals=["group:b", "user:eve"], mode="hybrid") == []
 
 
-def test_settings_changes_redo_exactly_what_they_affect(tmp_path: Path) -> None:
+def test_settings_changes_redo_exactly_what_they_affect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     doc = {"id": "d", "text": LONG, "acl": ["group:a"]}
     base = {"chunking": {"max_tokens": 64, "overlap_tokens": 0}}
     eng = make_engine(tmp_path, **base)
@@ -150,7 +151,16 @@ def test_settings_changes_redo_exactly_what_they_affect(tmp_path: Path) -> None:
     kw_before = {r["chunk_id"]: r["keywords"] for r in rows(eng, "d")}
     eng.close()
 
-    eng = make_engine(tmp_path, **base, analyzer={"bigrams": False})  # analyzer: keywords only
+    # analyzer: the collection records the analyzer it was built with and refuses another one (issue 9:
+    # a query analyzed differently from the stored keywords would silently lose keyword hits)
+    eng = make_engine(tmp_path, **base, analyzer={"bigrams": False})
+    with pytest.raises(StoreError, match=r"analyzer version is 'bigrams=True.*' in the collection but 'bigrams=False"):
+        eng.ingest([doc])
+    eng.close()
+    # a collection made before the record existed (no settings in its description): the manifest re-analyzes
+    # in place, keywords only, vectors reused
+    monkeypatch.setattr(store_mod, "recorded_settings", lambda description: None)
+    eng = make_engine(tmp_path, **base, analyzer={"bigrams": False})
     counting = CountingEmbedder(eng.embedder)
     eng._embedder = counting
     rep = eng.ingest([doc])

@@ -164,6 +164,47 @@ def test_incompatible_existing_collection(store: MilvusStore) -> None:
         store.count()
 
 
+def test_reuse_with_other_analyzer_or_schema_version_is_refused_naming_both(
+    lite_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    first = MilvusStore(lite_db, name, analyzer="bigrams=True,v1")
+    first.ensure_collection(DIM)
+    first.upsert([make_record("a")])
+    first.ensure_collection(DIM)  # twice, same settings: fine
+    first.close()
+    other = MilvusStore(lite_db, name, analyzer="bigrams=False,v1")
+    try:
+        for call in (lambda: other.ensure_collection(DIM), other.count):
+            with pytest.raises(StoreError) as info:
+                call()
+            message = str(info.value)
+            assert "analyzer version is 'bigrams=True,v1' in the collection but 'bigrams=False,v1' here" in message
+            assert "another collection name" in message and "cjkrag drop" in message
+        monkeypatch.setattr(store_mod, "settings", lambda dim, analyzer: {
+            "schema": 99, "dim": dim, "distance": "cosine", "analyzer": analyzer})  # fmt: skip
+        same_analyzer = MilvusStore(lite_db, name, analyzer="bigrams=True,v1")
+        with pytest.raises(StoreError, match="schema version is 1 in the collection but 99 here"):
+            same_analyzer.ensure_collection(DIM)
+        same_analyzer.close()
+        monkeypatch.undo()
+        with pytest.raises(StoreError, match=r"vector dimension is 8, the embedder gives 16"):
+            MilvusStore(lite_db, name, analyzer="bigrams=True,v1").ensure_collection(DIM * 2)
+    finally:
+        other.drop_collection()
+        other.close()
+
+
+def test_collection_from_before_the_settings_record_is_still_opened(store: MilvusStore) -> None:
+    import pymilvus
+
+    from cjkrag.connectors.milvus.schema import build_schema
+
+    store._c().create_collection(store.collection, schema=build_schema(pymilvus, DIM))  # no settings recorded
+    store.ensure_collection(DIM)
+    assert store.count() == 0
+
+
 def test_reads_on_missing_collection_and_writes_need_it(store: MilvusStore) -> None:
     assert store.count() == 0
     assert store.search_dense([1.0] * DIM, 3, None) == []

@@ -34,6 +34,8 @@ def test_unknown_backend_lists_the_known_ones() -> None:
         ("configs/qdrant.yaml", "QdrantStore"),
         ("configs/qdrant-server.yaml", "QdrantStore"),
         ("configs/elasticsearch.yaml", "ElasticsearchStore"),
+        ("configs/weaviate.yaml", "WeaviateStore"),
+        ("configs/compose-weaviate.yaml", "WeaviateStore"),
         ("configs/milvus+elasticsearch.yaml", "PairedStore"),
     ],
 )
@@ -49,9 +51,14 @@ def test_qdrant_paths_resolve_under_the_data_dir(tmp_path: Path) -> None:
     assert "bigrams=True" in store.analyzer  # the analyzer version is recorded with the collection
 
 
-def test_weaviate_is_refused_clearly() -> None:
-    with pytest.raises(ConfigError, match=r"weaviate.*not the store adapter yet"):
-        registry.create_store(load_config({"store": {"backend": "weaviate"}}))
+def test_weaviate_store_records_the_analyzer_and_takes_the_key_from_env(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WEAVIATE_API_KEY", "wv-secret-key")
+    store: Any = registry.create_store(load_config({"collection": "docs", "store": {"backend": "weaviate"}}))
+    assert store.name == "Docs" and store.uri == "http://localhost:8080" and store.grpc_port == 50051
+    assert "bigrams=True" in store.analyzer
+    assert store._api_key == "wv-secret-key" and "wv-secret-key" not in repr(vars(store).get("uri"))
 
 
 class _EP:
@@ -76,7 +83,9 @@ def test_entry_point_plugins_are_found_and_cannot_shadow_builtins(monkeypatch: p
         _EP("milvus", "evil:factory", RuntimeError("must never load")),
         _EP("broken", "gone:factory", ImportError("no module gone")),
     ]
-    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: eps if group == registry.GROUP else [])
+    monkeypatch.setattr(
+        importlib.metadata, "entry_points", lambda group: eps if group == registry.GROUP else []
+    )
     assert registry.known_backends() == ["milvus", "qdrant", "weaviate", "elasticsearch", "broken", "mystore"]
     cfg = load_config({"store": {"backend": "mystore", "options": {"x": 1}}})
     assert registry.create_store(cfg) == "a third-party store"  # type: ignore[comparison-overlap]

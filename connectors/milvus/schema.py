@@ -9,6 +9,7 @@ Nothing here imports pymilvus at module level: :func:`build_schema` takes the mo
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -16,6 +17,8 @@ from typing import Any
 from cjkrag.errors import StoreError
 from cjkrag.types import ChunkRecord
 
+SCHEMA_VERSION = 1  # the field set below; bump when it changes
+SETTINGS_PREFIX = "cjkrag collection "  # the collection description: this prefix + the settings as JSON
 MAX_TOP_K = 16384  # Milvus' limit for search ``limit`` and for query ``offset + limit``
 ARRAY_CAPACITY = 1024
 ARRAY_ELEMENT_BYTES = 256
@@ -60,10 +63,53 @@ KEYWORD_ANALYZER: dict[str, Any] = {"tokenizer": "whitespace"}
 SCALAR_INDEXES: tuple[str, ...] = ("doc_id", "tenant", "public", "language", "acl", "deny")
 
 
-def build_schema(pymilvus: Any, dim: int) -> Any:
-    """The ``CollectionSchema`` for vectors of ``dim`` dimensions (``pymilvus`` is the imported module)."""
+def settings(dim: int, analyzer: str) -> dict[str, Any]:
+    """What a collection records about how it was built (compared on every reopen)."""
+    return {"schema": SCHEMA_VERSION, "dim": dim, "distance": "cosine", "analyzer": analyzer}
+
+
+def describe_settings(recorded: Mapping[str, Any]) -> str:
+    return SETTINGS_PREFIX + json.dumps(dict(recorded), sort_keys=True)
+
+
+def recorded_settings(description: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The settings in a ``describe_collection`` output's description; None for a collection made before
+    cjkrag recorded them (or by something else)."""
+    text = str(description.get("description") or "")
+    if not text.startswith(SETTINGS_PREFIX):
+        return None
+    try:
+        found = json.loads(text[len(SETTINGS_PREFIX) :])
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) else None
+
+
+_LABELS = {"schema": "schema version", "dim": "vector dimension", "distance": "distance",
+           "analyzer": "analyzer version"}  # fmt: skip
+
+
+def settings_problems(description: Mapping[str, Any], want: Mapping[str, Any]) -> list[str]:
+    """Each recorded setting that differs from ``want``, naming both values ([] when none is recorded)."""
+    stored = recorded_settings(description)
+    if stored is None:
+        return []
+    return [
+        f"{_LABELS.get(key, key)} is {stored.get(key)!r} in the collection but {value!r} here"
+        for key, value in want.items()
+        if stored.get(key) != value
+    ]
+
+
+def build_schema(pymilvus: Any, dim: int, recorded: Mapping[str, Any] | None = None) -> Any:
+    """The ``CollectionSchema`` for vectors of ``dim`` dimensions (``pymilvus`` is the imported module);
+    ``recorded`` (:func:`settings`) goes into the description."""
     DataType = pymilvus.DataType
-    schema = pymilvus.MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema = pymilvus.MilvusClient.create_schema(
+        auto_id=False,
+        enable_dynamic_field=False,
+        description=describe_settings(recorded) if recorded is not None else "",
+    )
     schema.add_field("chunk_id", DataType.VARCHAR, is_primary=True, max_length=VARCHAR_BYTES["chunk_id"])
     for name in ("doc_id", "text", "title"):
         schema.add_field(name, DataType.VARCHAR, max_length=VARCHAR_BYTES[name])

@@ -17,7 +17,7 @@ Filters: ``cjkrag.connectors.milvus.filters.translate`` (written with this adapt
 and its ``render`` inlines the parameters as literals, on a server too: Lite 2.5.1 has no expression
 templates (``filter_params``: ``{p0}`` is a parse error that pymilvus retries until its timeout). On Lite,
 which has no ``not (...)``, the translator pushes NOT down to complementary conditions (``!=``, ``not in``,
-``deny[i] not in P`` over the array capacity) and asks :meth:`MilvusStore._resolve_ids` for the chunk ids
+``deny[i] not in P`` over the array capacity) and resolves (``lite_negation.py``) the chunk ids
 of what has no complement (``chunk_id not in [...]``; refused past MAX_RESOLVED_IDS). The expression is
 the search's own ``filter=`` (pre-filter): Milvus returns the best *matching* chunks, ``top_k`` visible
 hits even when most of the best-scoring chunks are invisible.
@@ -32,22 +32,24 @@ imports ``pkg_resources`` (gone from recent setuptools), so a stand-in is provid
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import re
-import sys
 import threading
-import types
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cjkrag.connectors.filters import Condition, Logical, and_, field_kind, to_dict
 from cjkrag.connectors.locking import acquire_store_lock, release_store_lock
 from cjkrag.connectors.milvus.filters import literal, render, translate
+from cjkrag.connectors.milvus.lite import (
+    import_milvus_lite,
+    is_lite_uri,
+    lite_closed,
+    lite_opened,
+)
+from cjkrag.connectors.milvus.lite_negation import lite_expr
 from cjkrag.connectors.milvus.schema import (
-    ARRAY_CAPACITY,
     MAX_TOP_K,
     OUTPUT_FIELDS,
     QUERYABLE_FIELDS,
@@ -57,9 +59,12 @@ from cjkrag.connectors.milvus.schema import (
     existing_dim,
     plain_value,
     record_to_row,
+    recorded_settings,
     schema_problems,
+    settings,
+    settings_problems,
 )
-from cjkrag.errors import ConfigError, FilterError, StoreError, StoreUnavailable, missing
+from cjkrag.errors import ConfigError, StoreError, StoreUnavailable, missing
 
 if TYPE_CHECKING:
     from cjkrag.connectors.filters import FilterNode
@@ -77,37 +82,8 @@ MAX_RESOLVED_IDS = 10000  # denied chunk ids inlined before falling back to the 
 MAX_NOT_RESOLUTIONS = 8  # distinct conditions one filter may need resolved to chunk ids (Lite)
 MAX_FILTER_RESOLVED_IDS = 4096  # ids all the user-filter resolutions of one query may inline, together
 MAX_EXPANSION_CHARS = 4 * 1024 * 1024  # a deny[i] not in P expansion larger than this is refused
-_SERVER_SCHEMES = ("http://", "https://", "tcp://", "grpc://", "unix://")
 _EMPTY_QUERY_QUIRK = "Unsupported data type: 0"
 _COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
-
-
-# Milvus Lite servers (one child process per .db file) opened by MilvusStore objects: path -> open stores.
-_lite_lock = threading.Lock()
-_lite_users: dict[str, int] = {}
-
-
-def is_lite_uri(uri: str) -> bool:
-    return not uri.lower().startswith(_SERVER_SCHEMES)
-
-
-def _import_milvus_lite() -> None:
-    """Import ``milvus_lite``; 2.5.1 does ``from pkg_resources import ...`` only to read its version."""
-    if "milvus_lite" in sys.modules:
-        return
-    shim = None
-    if "pkg_resources" not in sys.modules:  # importing the real one is slow and warns: stand in briefly
-        shim = types.ModuleType("pkg_resources")
-        shim.DistributionNotFound = importlib.metadata.PackageNotFoundError  # type: ignore[attr-defined]
-        shim.get_distribution = lambda name: types.SimpleNamespace(  # type: ignore[attr-defined]
-            version=importlib.metadata.version(name)
-        )
-        sys.modules["pkg_resources"] = shim
-    try:
-        import milvus_lite  # noqa: F401
-    finally:
-        if shim is not None and sys.modules.get("pkg_resources") is shim:
-            del sys.modules["pkg_resources"]
 
 
 class MilvusStore:
@@ -121,6 +97,7 @@ class MilvusStore:
         token: str | None = None,
         db_name: str | None = None,
         consistency: str = "Strong",
+        analyzer: str = "",
     ) -> None:
         if not uri:
             raise ConfigError(
@@ -136,6 +113,7 @@ class MilvusStore:
         self.token = token
         self.db_name = db_name
         self.consistency = consistency
+        self.analyzer = analyzer  # recorded with the collection; a reopen with another one is refused
         self._client: Any = None
         self._lock = threading.Lock()
         self._alias = f"cjkrag-{uuid.uuid4().hex[:12]}"
@@ -166,7 +144,7 @@ class MilvusStore:
                 )
             Path(self.uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
             try:
-                _import_milvus_lite()
+                import_milvus_lite()
             except ImportError as exc:
                 raise missing("milvus", "milvus-lite") from exc
         uri = str(Path(self.uri).expanduser().resolve()) if is_lite_uri(self.uri) else self.uri
@@ -189,8 +167,7 @@ class MilvusStore:
             ) from exc
         if is_lite_uri(self.uri):
             self._lite_path = uri
-            with _lite_lock:
-                _lite_users[uri] = _lite_users.get(uri, 0) + 1
+            lite_opened(uri)
 
     def _c(self) -> Any:
         if self._client is None:
@@ -224,20 +201,7 @@ class MilvusStore:
             self._dim = None
             path, self._lite_path = self._lite_path, None
             if path is not None:
-                with _lite_lock:
-                    _lite_users[path] -= 1
-                    last = _lite_users[path] == 0
-                    if last:
-                        del _lite_users[path]
-                if last:
-                    from milvus_lite.server_manager import server_manager_instance
-
-                    try:
-                        server_manager_instance.release_server(path)
-                    finally:
-                        release_store_lock(path)
-                else:
-                    release_store_lock(path)
+                lite_closed(path)
 
     # -- collection -----------------------------------------------------------------------------------
     def _describe(self) -> dict[str, Any] | None:
@@ -259,12 +223,26 @@ class MilvusStore:
         description = self._describe()
         if description is None:
             return None
-        problems = schema_problems(description, None)
+        problems = schema_problems(description, None) + self._settings_problems(description)
         if problems:
             raise self._incompatible(problems)
         self._load()
         self._dim = existing_dim(description)
         return self._dim
+
+    def _settings_problems(self, description: dict[str, Any]) -> list[str]:
+        """Recorded schema version, distance and analyzer vs this store's (the dimension is checked on the
+        vector field itself by ``schema_problems``)."""
+        if recorded_settings(description) is None:
+            log.warning(
+                "Milvus collection %r records no cjkrag settings (made by an older cjkrag): its analyzer and "
+                "schema version cannot be checked; re-ingest into a new collection to record them",
+                self.collection,
+            )
+            return []
+        want = settings(0, self.analyzer)
+        del want["dim"]
+        return settings_problems(description, want)
 
     def _incompatible(self, problems: Sequence[str]) -> StoreError:
         return StoreError(
@@ -278,6 +256,7 @@ class MilvusStore:
         description = self._describe()
         if description is not None:
             problems = schema_problems(description, dim)
+            problems += self._settings_problems(description)
             if problems:
                 raise self._incompatible(problems)
             self._load()
@@ -286,7 +265,7 @@ class MilvusStore:
         import pymilvus
 
         client = self._c()
-        schema = build_schema(pymilvus, dim)
+        schema = build_schema(pymilvus, dim, settings(dim, self.analyzer))
         self._call(
             "create_collection",
             client.create_collection,
@@ -376,90 +355,16 @@ class MilvusStore:
         return self._lite_expr(filters)
 
     def _lite_expr(self, node: FilterNode) -> str:
-        """Milvus Lite expression of ``node``, with every NOT that Lite cannot write resolved to chunk ids.
-
-        Two kinds of resolution, at most MAX_NOT_RESOLUTIONS distinct conditions per filter (FilterError):
-
-        - NOT ``acl``/``deny`` ``contains_any`` P (the access clause's deny): the ids of the chunks that
-          name P, over the whole collection; past MAX_RESOLVED_IDS, the exact ``deny[i] not in P``
-          expansion instead (slower, never wrong, never an error unless over MAX_EXPANSION_CHARS).
-        - NOT of a metadata comparison (user filters): the ids are looked up only among the chunks that
-          the filter's other top-level AND parts allow (the access clause is always one of them), i.e.
-          within what the caller may read. Invisible chunks never count, so neither the cost nor the
-          answer depends on data the caller cannot read; over MAX_FILTER_RESOLVED_IDS (all resolutions of
-          the filter together) is a FilterError naming the condition.
-        """
-        conjuncts: tuple[FilterNode, ...] = (
-            node.conditions if isinstance(node, Logical) and node.operator == "AND" else (node,)
+        """Milvus Lite expression of ``node``, every NOT Lite cannot write resolved to chunk ids
+        (``connectors/milvus/lite_negation.py``; the limits are this module's, read at call time)."""
+        return lite_expr(
+            node,
+            self._matching_ids,
+            max_resolved_ids=MAX_RESOLVED_IDS,
+            max_not_resolutions=MAX_NOT_RESOLUTIONS,
+            max_filter_resolved_ids=MAX_FILTER_RESOLVED_IDS,
+            max_expansion_chars=MAX_EXPANSION_CHARS,
         )
-        needs = [self._needs(part) for part in conjuncts]
-        distinct = list(dict.fromkeys(c for part in needs for c in part))
-        if len(distinct) > MAX_NOT_RESOLUTIONS:
-            raise FilterError(
-                f"filter: {len(distinct)} negated conditions that Milvus Lite must resolve one by one (NOT of a "
-                f"metadata comparison or of acl/deny contains_any), over the limit of {MAX_NOT_RESOLUTIONS}: "
-                "use 'not in' with a list, '!=' or '==' instead, or a Milvus server"
-            )
-        arrays = [c for c in distinct if field_kind(c.field) == "list"]
-        resolved: dict[Condition, list[str]] = {}
-        expand = False
-        for c in arrays:
-            ids = self._matching_ids(render(*translate(c, lite=True)), MAX_RESOLVED_IDS)
-            if ids is None:
-                expand = True
-                break
-            resolved[c] = ids
-        if expand:
-            resolved = {}
-            for c in arrays:
-                size = len(literal(list(c.value))) * ARRAY_CAPACITY
-                if size > MAX_EXPANSION_CHARS:
-                    raise FilterError(
-                        f"filter: NOT {c.field} contains_any a list of {len(c.value)} principals over more than "
-                        f"{MAX_RESOLVED_IDS} chunks is too large for Milvus Lite to express: give fewer values"
-                    )
-        scope_parts = [part for part, n in zip(conjuncts, needs, strict=True) if all(c in arrays for c in n)]
-        scope = self._render(and_(*scope_parts), resolved, expand) if scope_parts else ""
-        budget = MAX_FILTER_RESOLVED_IDS
-        for c in distinct:
-            if c in arrays:
-                continue
-            # no resolve= here: what Lite cannot express even positively (metadata exists) is a FilterError
-            positive = render(*translate(c, lite=True, array_capacity=ARRAY_CAPACITY))
-            ids = self._matching_ids(f"({scope}) and ({positive})" if scope else positive, budget)
-            if ids is None:
-                raise FilterError(
-                    f"filter: the negated condition {to_dict(c)} matches more of the chunks you may read than "
-                    f"Milvus Lite can exclude by id ({MAX_FILTER_RESOLVED_IDS} per filter): narrow the filter, "
-                    "write the negation as '!=' / 'not in', or use a Milvus server"
-                )
-            budget -= len(ids)
-            resolved[c] = ids
-        return self._render(node, resolved, expand)
-
-    @staticmethod
-    def _needs(node: FilterNode) -> list[Condition]:
-        """The conditions the Lite translation of ``node`` would resolve by id (a dry run, no query)."""
-        seen: dict[Condition, None] = {}
-
-        def record(c: FilterNode) -> list[str]:
-            assert isinstance(c, Condition)
-            seen[c] = None
-            return []
-
-        translate(node, lite=True, resolve=record, expand_arrays=False, array_capacity=ARRAY_CAPACITY)
-        return list(seen)
-
-    @staticmethod
-    def _render(node: FilterNode | None, resolved: dict[Condition, list[str]], expand: bool) -> str:
-        def lookup(c: FilterNode) -> list[str]:
-            assert isinstance(c, Condition)
-            return resolved[c]
-
-        expr, params = translate(
-            node, lite=True, resolve=lookup, expand_arrays=expand, array_capacity=ARRAY_CAPACITY
-        )
-        return render(expr, params)
 
     def _matching_ids(self, expr: str, limit: int) -> list[str] | None:
         """Chunk ids matching ``expr``; None when more than ``limit`` match (counted, not fetched)."""

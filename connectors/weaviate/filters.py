@@ -7,7 +7,9 @@ Weaviate may not start or end with ``_`` nor contain ``__`` (FilterError otherwi
 is the one mapping; the store must use it when writing objects.
 
 - ``==``: ``equal``; ``>``...: ``greater_than``...; ``contains_any``: ``contains_any``; ``in``: ``any_of``
-  of ``equal``; ``exists``: ``is_none(not value)`` (needs ``indexNullState`` on the collection).
+  of ``equal``; ``exists``: ``is_none(False)`` (has a value), ``exists: false`` its ``not_`` (needs
+  ``indexNullState``; the complement also covers objects written before a metadata property existed, which
+  Weaviate's null index never saw).
 - ``!=`` / ``not in`` / NOT: ``Filter.not_`` (complement: a missing property matches, as in the reference;
   needs a Weaviate server with the ``Not`` operator). AND: ``all_of``; OR: ``any_of``.
 - Metadata numbers are sent as floats (the store declares metadata numbers as ``number``); the int fields
@@ -85,7 +87,8 @@ class _Translator:
         if op == "contains_any":
             return prop.contains_any(list(value))
         if op == "exists":
-            return prop.is_none(not value)
+            has_value = prop.is_none(False)
+            return has_value if value else f.not_(has_value)
         return getattr(prop, _COMPARE[op])(value)
 
     @staticmethod

@@ -4,7 +4,8 @@ Milvus Lite 2.5.1 (the C++ engine, one Lite file per test), Qdrant edge (qdrant-
 engine in-process) and Qdrant local mode (qdrant-client, on disk). A Qdrant server and Elasticsearch run when
 given (``QDRANT_URL`` / ``ES_URL``, e.g. the compose.yaml services) and are skipped with that reason
 otherwise (not marked ``integration``, so ``make test`` lists them as skipped with the reason rather than
-deselecting them). Weaviate has no store adapter yet (its schema verification is unit-tested in test_store_schemas).
+deselecting them); so does Weaviate (``WEAVIATE_URL``, gRPC port from ``WEAVIATE_GRPC_PORT``, default 50051;
+everything that needs no server is unit-tested in tests/test_weaviate_store.py).
 """
 
 from __future__ import annotations
@@ -92,3 +93,15 @@ class TestElasticsearchServer(StoreConformance):
 
         name = f"conf_{uuid.uuid4().hex[:10]}"
         return lambda: ElasticsearchStore(url, name, api_key=os.environ.get("ES_API_KEY"))
+
+
+class TestWeaviateServer(StoreConformance):
+    @pytest.fixture
+    def make_store(self) -> MakeStore:
+        url = _server("WEAVIATE_URL")
+        from cjkrag.connectors.weaviate.store import WeaviateStore
+
+        name = f"Conf_{uuid.uuid4().hex[:10]}"
+        port = int(os.environ.get("WEAVIATE_GRPC_PORT", "50051"))
+        key = os.environ.get("WEAVIATE_API_KEY")
+        return lambda: WeaviateStore(url, name, grpc_port=port, api_key=key)

@@ -1,11 +1,14 @@
 """Congruence (in the style of qdrant-client's tests): the same random chunks and random filters on every
 engine that runs here and on the reference evaluator (``connectors.filters.evaluate``) select the same ids,
-and exact dense search returns the same top ids as a numpy reference on every engine."""
+and exact dense search returns the same top ids as a numpy reference on every engine. A Weaviate server joins
+when WEAVIATE_URL is set."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import random
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -90,6 +93,15 @@ def _stores(tmp: Path) -> dict[str, VectorStore]:
 
     stores["qdrant-edge"] = QdrantStore("congruence", mode="edge", path=tmp)
     stores["qdrant-local"] = QdrantStore("congruence", mode="local", path=tmp)
+    if os.environ.get("WEAVIATE_URL"):  # a Weaviate server when given (e.g. the compose.yaml service)
+        from cjkrag.connectors.weaviate.store import WeaviateStore
+
+        stores["weaviate-server"] = WeaviateStore(
+            os.environ["WEAVIATE_URL"],
+            f"Congruence_{uuid.uuid4().hex[:10]}",
+            grpc_port=int(os.environ.get("WEAVIATE_GRPC_PORT", "50051")),
+            api_key=os.environ.get("WEAVIATE_API_KEY"),
+        )
     return stores
 
 
@@ -101,7 +113,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, 
         s.ensure_collection(DIM)
         s.upsert(records)
     yield stores, records
-    for s in stores.values():
+    for name, s in stores.items():
+        if name.endswith("-server"):
+            s.drop_collection()  # a server outlives the test: leave nothing behind
         s.close()
 
 
