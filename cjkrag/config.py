@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -39,8 +39,9 @@ class QdrantConfig(_Strict):
     url: str | None = None  # server: http(s)://host:6333
     prefer_grpc: bool = False
     api_key_env: str = "QDRANT_API_KEY"
-    #: BM25's average document length in analyzer tokens (fixed: Qdrant's IDF modifier keeps df, not lengths)
-    bm25_avgdl: float = Field(256.0, gt=0)
+    #: BM25's average document length in analyzer tokens, fixed per collection (Qdrant's IDF modifier keeps df,
+    #: not lengths): "auto" = the mean over the first batch ever written, recorded with the collection
+    bm25_avgdl: Literal["auto"] | Annotated[float, Field(gt=0)] = "auto"
 
 
 class WeaviateConfig(_Strict):

@@ -104,3 +104,39 @@ def test_transient_errors_are_retried_and_others_are_not(monkeypatch: pytest.Mon
 
     with pytest.raises(StoreUnavailable, match="http://q:6333"):
         s._call("count", always_down)
+
+
+@pytest.mark.parametrize("mode", ["edge", "local"])
+def test_bm25_avgdl_auto_is_fixed_by_the_first_batch_and_recorded(tmp_path: Path, mode: str) -> None:
+    """auto: the first batch's mean keyword count becomes the collection's BM25 average length, recorded, reused
+    on reopen (later batches do not move it), refused against another explicit value, and scores are Lucene
+    BM25 with exactly that length."""
+    from cjkrag.connectors.qdrant.store import QdrantStore
+    from cjkrag.errors import StoreError
+    from tests.conformance.base import make_record, reference_bm25
+
+    first = {"a": ["首都", "東京"], "b": ["首都", "北京", "中国", "城市"], "c": ["검색", "엔진", "검색", "문서", "한국", "서울"]}
+    store = QdrantStore("avg", mode=mode, path=tmp_path)
+    store.ensure_collection(DIM)
+    try:
+        store.upsert([make_record(c, keywords=k, public=True) for c, k in first.items()])
+        assert store.bm25_avgdl == 4.0  # (2 + 4 + 6) / 3
+        store.upsert([make_record("d", keywords=["首都"] * 40, public=True)])
+        assert store.bm25_avgdl == 4.0  # fixed: stored vectors never go stale
+    finally:
+        store.close()
+    reopened = QdrantStore("avg", mode=mode, path=tmp_path)
+    try:
+        hits = reopened.search_keyword(["首都"], 10, None)
+        assert reopened.bm25_avgdl == 4.0
+        docs = {**first, "d": ["首都"] * 40}
+        ref = reference_bm25(docs, ["首都"], avgdl=4.0)
+        assert {h.chunk_id: round(h.score, 4) for h in hits} == {k: round(v, 4) for k, v in ref.items()}
+    finally:
+        reopened.close()
+    other = QdrantStore("avg", mode=mode, path=tmp_path, bm25_avgdl=256)
+    try:
+        with pytest.raises(StoreError, match="BM25 average length is 4.0 in the collection but 256.0 here"):
+            other.ensure_collection(DIM)
+    finally:
+        other.close()

@@ -63,6 +63,9 @@ class ClientEngine:
         for field, kind in {} if self.local else indexes.items():
             self.c.create_payload_index(self.collection, field, field_schema=kinds[kind], wait=True)
 
+    def update_meta(self, meta: dict[str, Any]) -> None:
+        self.c.update_collection(self.collection, metadata={"cjkrag": meta})
+
     def drop(self) -> None:
         self.c.delete_collection(self.collection)
 
@@ -153,9 +156,12 @@ class EdgeEngine:
         for field, kind in indexes.items():  # booleans are stored as reserved strings here (see module doc)
             self.shard.update(q.UpdateOperation.create_field_index(field, kinds[kind]))
         self.shard.flush()
+        self.update_meta(meta)  # written last: a folder without it is an unfinished create
+
+    def update_meta(self, meta: dict[str, Any]) -> None:
         tmp = self.path / (META_FILE + ".tmp")
         tmp.write_text(json.dumps(meta, sort_keys=True), encoding="utf-8")
-        tmp.replace(self.path / META_FILE)  # written last: a folder without it is an unfinished create
+        tmp.replace(self.path / META_FILE)
 
     def drop(self) -> None:
         import shutil

@@ -109,7 +109,7 @@ class QdrantStore:
         api_key: str | None = None,
         prefer_grpc: bool = False,
         analyzer: str = "",
-        bm25_avgdl: float = 256.0,
+        bm25_avgdl: float | str = "auto",
     ) -> None:
         if mode not in ("edge", "local", "server"):
             raise ConfigError(f"store.qdrant.mode {mode!r}: choose edge, local or server")
@@ -121,7 +121,12 @@ class QdrantStore:
         self.path = str(path) if path is not None else None
         self.uri = url if mode == "server" else f"qdrant-{mode}:{self.path}"
         self._api_key, self._prefer_grpc = api_key, prefer_grpc
-        self.analyzer, self.bm25_avgdl = analyzer, float(bm25_avgdl)
+        if bm25_avgdl != "auto" and not (isinstance(bm25_avgdl, int | float) and bm25_avgdl > 0):
+            raise ConfigError(f"store.qdrant.bm25_avgdl {bm25_avgdl!r}: a positive number of tokens, or auto")
+        self.analyzer, self._avgdl_auto = analyzer, bm25_avgdl == "auto"
+        #: None until known: "auto" takes the collection's recorded value, or the first batch written fixes it
+        self.bm25_avgdl: float | None = None if self._avgdl_auto else float(bm25_avgdl)
+        self._avgdl_recorded = False  # set once the collection's record holds the value in use
         self._engine: ClientEngine | EdgeEngine | None = None
         self._lock = threading.RLock()
         self._dim: int | None = None
@@ -220,7 +225,13 @@ class QdrantStore:
         }
 
     def _problems(self, stored: dict[str, Any], dim: int | None) -> list[str]:
+        recorded = stored.get("bm25_avgdl")
+        if recorded is not None and (self._avgdl_auto or self.bm25_avgdl is None):
+            self.bm25_avgdl = float(recorded)  # auto: the collection's own, fixed when it was first written
         want = self.settings(dim if dim is not None else int(stored.get("dim", -1)))
+        self._avgdl_recorded = recorded is not None
+        if recorded is None:
+            want.pop("bm25_avgdl")  # nothing written yet: the first batch (or the configured value) fixes it
         labels = {"schema": "schema version", "dim": "vector dimension", "analyzer": "analyzer version",
                   "sparse": "keyword vector scheme", "bm25_avgdl": "BM25 average length"}  # fmt: skip
         return [
@@ -267,6 +278,9 @@ class QdrantStore:
             if self._call("collection_exists", e.exists):
                 self._call("delete_collection", e.drop)
             self._dim = None
+            self._avgdl_recorded = False
+            if self._avgdl_auto:
+                self.bm25_avgdl = None
 
     # -- writes ------------------------------------------------------------------------------------------------
     def _point(self, r: ChunkRecord, dim: int) -> Point:
@@ -282,7 +296,21 @@ class QdrantStore:
             "public": bool(r.public), "tenant": r.tenant, "language": r.language,
             "metadata": dict(r.metadata), "doc_hash": r.doc_hash,
         }  # fmt: skip
+        assert self.bm25_avgdl is not None  # fixed by upsert() before any point is built
         return point_id(r.chunk_id), vector, document_vector(r.keywords, self.bm25_avgdl), payload
+
+    def _fix_avgdl(self, records: Sequence[ChunkRecord]) -> None:
+        """bm25_avgdl: auto on a collection never written: the first batch's mean keyword count, recorded."""
+        with self._lock:
+            e = self._e()
+            meta = self._call("get_collection", e.meta)
+            if meta.get("bm25_avgdl") is None:
+                lengths = [len(r.keywords) for r in records]
+                meta["bm25_avgdl"] = self.bm25_avgdl or max(1.0, round(sum(lengths) / len(lengths), 1))
+                self._call("update_collection", lambda: e.update_meta(meta))
+                log.info("Qdrant collection %r: BM25 average length fixed at %s analyzer tokens (first %d chunks)",
+                         self.collection, meta["bm25_avgdl"], len(lengths))
+            self.bm25_avgdl, self._avgdl_recorded = float(meta["bm25_avgdl"]), True
 
     def upsert(self, records: Sequence[ChunkRecord]) -> None:
         if not records:
@@ -293,6 +321,8 @@ class QdrantStore:
                 f"Qdrant collection {self.collection!r} does not exist at {self.uri!r}: "
                 "call ensure_collection(dim) first (ingestion does)"
             )
+        if not self._avgdl_recorded:
+            self._fix_avgdl(records)
         by_id = {r.chunk_id: self._point(r, dim) for r in records}  # validate all first; last one wins
         points = list(by_id.values())
         e = self._e()
