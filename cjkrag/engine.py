@@ -172,6 +172,8 @@ class Engine:
         yes: bool = False,
         only_sources: Collection[str] | None = None,
         encoding: str | None = None,
+        engine: str | None = None,
+        ray_address: str | None = None,
     ) -> IngestReport:
         """Ingest files/folders (paths), records (dicts with id, text, title, acl, public, metadata), cjkrag
         Documents and LangChain / LlamaIndex documents (``pipeline/integrations``).
@@ -182,6 +184,8 @@ class Engine:
         of the folders given that are gone (refusing more than ``ingest.sync_max_delete_share`` of the
         collection unless ``yes``); ``dry_run`` writes and deletes nothing and lists what would change.
         ``only_sources``: ingest only documents read from these files (``--retry-failed``).
+        ``engine``: ``local`` or ``ray`` (default ``ingest.engine``); ``ray_address`` overrides
+        ``ingest.ray.address``.
         ``on_progress(docs, chunks)`` gets increments (or, with keyword parameters
         ``docs, chunks, tokens, failed``, all counters).
         """
@@ -209,6 +213,7 @@ class Engine:
         e, c = self.config.embedding, self.config.chunking
         max_tokens = min(c.max_tokens, self.embedder.max_tokens)
         rich = on_progress is not None and "tokens" in inspect.signature(on_progress).parameters
+        ray = self._ray_options(engine or self.config.ingest.engine, ray_address)
         job = IngestJob(
             store=self.store,
             embedder=self.embedder,
@@ -225,12 +230,34 @@ class Engine:
             dry_run=dry_run,
             yes=yes,
             max_delete_share=self.config.ingest.sync_max_delete_share,
+            ray=ray,
         )
         report = job.run(items, roots=roots)
         report.run = {"roots": roots, "source_id": source_id or "", "acl": list(acl), "deny": list(deny),
                       "public": public, "sync": sync}  # fmt: skip
         log.info("ingest: %s", report.summary())
         return report
+
+    def _ray_options(self, engine: str, address: str | None) -> Any:
+        if engine == "local":
+            if address:
+                raise ConfigError("--ray-address is for --engine ray")
+            return None
+        if engine != "ray":
+            raise ConfigError(f"--engine {engine!r}: use local or ray")
+        from cjkrag.ingest.ray_engine import RayOptions
+
+        r = self.config.ingest.ray
+        return RayOptions(
+            # only what the actors need to build the same models (no store credentials leave this process)
+            config=self.config.model_dump(mode="json", include={"embedding", "chunking", "analyzer"}),
+            address=address or r.address,
+            actors=r.actors,
+            cpus_per_actor=r.cpus_per_actor,
+            gpus_per_actor=r.gpus_per_actor,
+            in_flight_per_actor=r.in_flight_per_actor,
+            batch_docs=r.batch_docs,
+        )
 
     def analyzer_tag(self) -> str:
         return self.config.analyzer_tag()

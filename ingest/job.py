@@ -102,6 +102,13 @@ class IngestJob:
     max_delete_share: float = 0.5  # --sync refuses to delete more than this share of documents without yes
     yes: bool = False
     queue_docs: int = 64  # bounded queues between stages, in documents
+    #: None: this process runs every stage; a RayOptions: Ray workers chunk, analyze and embed, this process
+    #: (the single writer) upserts and commits the manifest (ingest/ray_engine.py)
+    ray: Any = None
+
+    @property
+    def remote_prep(self) -> bool:
+        return self.ray is not None
 
     def __post_init__(self) -> None:
         if self.manifest is None:
@@ -119,14 +126,12 @@ class IngestJob:
 
         ``roots``: the folders/files given, resolved; with ``sync`` their documents not seen are deleted.
         """
-        from cjkrag.ingest.stages import Stages
-
         report = IngestReport(dry_run=self.dry_run)
         t0 = time.perf_counter()
         if not self.dry_run:
             self.store.ensure_collection(self.embedder.dim)
             self._reconcile()
-        stages = None if self.dry_run else Stages(self, report)
+        stages = None if self.dry_run else self._stages(report)
         seen: set[str] = set()
         failed_sources: set[str] = set()
         prep_s = 0.0
@@ -157,6 +162,15 @@ class IngestJob:
         report.stages["prepare"] = prep_s
         report.seconds = time.perf_counter() - t0
         return report
+
+    def _stages(self, report: IngestReport) -> Any:
+        if self.ray is None:
+            from cjkrag.ingest.stages import Stages
+
+            return Stages(self, report)
+        from cjkrag.ingest.ray_engine import RayStages
+
+        return RayStages(self, report, self.ray)
 
     @property
     def _m(self) -> Manifest:
@@ -249,21 +263,39 @@ class IngestJob:
         if self.dry_run:
             report.planned_writes.append(doc.id)
             return None
-        chunks = self._chunks_for(doc)
-        if not chunks:
+        entry = Entry(doc.id, origin.root, origin.source_id, doc.source, chash, ahash, self.versions, [])
+        work = Work(doc, entry, old, [], [], [], document_hash(doc, settings=_settings(self.versions)), origin=origin)
+        if self.remote_prep:  # the Ray engine: its workers chunk, analyze and embed (see ingest/ray_engine.py)
+            return work
+        self.fill(work)
+        return self.finish_plan(work, report)
+
+    def fill(self, work: Work) -> None:
+        """Chunk, build the embedded passages and the keywords, name the chunks (pure: no store, no manifest)."""
+        doc = work.doc
+        work.chunks = self._chunks_for(doc)
+        work.passages = self._passages_for(doc, work.chunks)
+        work.keywords = self.analyzer.analyze_many([keyword_text(doc, c) for c in work.chunks],
+                                                   [doc.language] * len(work.chunks))  # fmt: skip
+        work.entry.chunk_ids = [chunk_id(doc.id, c.index, c.text) for c in work.chunks]
+
+    def vectors_reusable(self, work: Work) -> bool:
+        """Same text, chunker and model as stored: the stored vectors can be read back instead of embedding."""
+        old, v = work.old, self.versions
+        assert v is not None
+        return (
+            old is not None and old.complete and old.content_hash == work.entry.content_hash
+            and (old.versions.model, old.versions.chunker) == (v.model, v.chunker)
+        )  # fmt: skip
+
+    def finish_plan(self, work: Work, report: IngestReport) -> Work | None:
+        """After :meth:`fill`: a document without text is reported; stored vectors are reused when they can be."""
+        if not work.chunks:
+            doc = work.doc
             report.failures.append(Failure(_label(doc), "document has no text", "nothing to index", "skipped",
-                                           doc_id=doc.id, path=_file_of(doc.source), root=origin.root))  # fmt: skip
+                                           doc_id=doc.id, path=_file_of(doc.source), root=work.origin.root))  # fmt: skip
             return None
-        passages = self._passages_for(doc, chunks)
-        keywords = self.analyzer.analyze_many([keyword_text(doc, c) for c in chunks], [doc.language] * len(chunks))
-        ids = [chunk_id(doc.id, c.index, c.text) for c in chunks]
-        entry = Entry(doc.id, origin.root, origin.source_id, doc.source, chash, ahash, self.versions, ids)
-        work = Work(doc, entry, old, chunks, passages, keywords,
-                    document_hash(doc, settings=_settings(self.versions)), origin=origin)  # fmt: skip
-        if (
-            old is not None and old.complete and old.content_hash == chash
-            and (old.versions.model, old.versions.chunker) == (self.versions.model, self.versions.chunker)
-        ):  # fmt: skip
+        if not work.reused and self.vectors_reusable(work):
             self._reuse_vectors(work)
         return work
 

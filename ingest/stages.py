@@ -19,6 +19,7 @@ from cjkrag.errors import StoreError, StoreUnavailable
 from cjkrag.ingest.records import build_records
 
 if TYPE_CHECKING:
+    from cjkrag.ingest.embedding.protocol import Embedder
     from cjkrag.ingest.job import IngestJob, Work
     from cjkrag.ingest.report import IngestReport
 
@@ -126,40 +127,13 @@ class Stages:
         self._put(self.q_write, _END)
 
     def _embed(self, works: list[Work]) -> list[Work]:
-        todo = [(w, i) for w in works if not w.reused for i in range(len(w.chunks))]
-        for w in works:
-            if not w.reused:
-                w.vectors = [None] * len(w.chunks)
-        todo.sort(key=lambda wi: wi[0].chunks[wi[1]].token_count)
-        broken: dict[int, str] = {}
-        tokens = 0
-        for batch in _token_batches(todo, self.job.token_budget):
-            alive = [(w, i) for w, i in batch if id(w) not in broken]
-            if not alive:
-                continue
-            try:
-                vecs = self.job.embedder.embed_passages([w.passages[i] for w, i in alive])
-            except Exception as exc:  # isolate the bad document: retry document by document
-                log.info("embedding batch failed (%s); retrying document by document", exc)
-                for w in {id(w): w for w, _ in alive}.values():
-                    mine = [(ww, i) for ww, i in alive if ww is w]
-                    try:
-                        v = self.job.embedder.embed_passages([w.passages[i] for _, i in mine])
-                    except Exception as exc2:
-                        broken[id(w)] = f"embedding failed: {type(exc2).__name__}: {exc2}"
-                        continue
-                    for (_, i), row in zip(mine, v, strict=True):
-                        w.vectors[i] = row
-                continue
-            for (w, i), row in zip(alive, vecs, strict=True):
-                w.vectors[i] = row
-            tokens += sum(w.chunks[i].token_count for w, i in alive)
+        tokens, broken = embed_works(self.job.embedder, works, self.job.token_budget)
         self.report.tokens += tokens
         self.job.progress_update(tokens=tokens)
         ready = []
         for w in works:
             if id(w) in broken:
-                self._fail(w, broken[id(w)], "check the model and the document's text; it is retried next run")
+                self._fail(w, broken[id(w)], EMBED_FIX)
             else:
                 ready.append(w)
         return ready
@@ -235,6 +209,7 @@ class Stages:
             self.job.store.upsert(buf)
 
 
+EMBED_FIX = "check the model and the document's text; it is retried next run"
 _RETRY = "the document was not counted as stored: it is redone on the next run (or --retry-failed REPORT)"
 
 
@@ -253,3 +228,38 @@ def _token_batches(items: list[tuple[Work, int]], budget: int) -> list[list[tupl
     if cur:
         out.append(cur)
     return out
+
+
+def embed_works(embedder: Embedder, works: Sequence[Work], token_budget: int) -> tuple[int, dict[int, str]]:
+    """Embed the chunks of ``works`` not reusing stored vectors, in token-budget batches of length-sorted
+    chunks. Returns (tokens embedded, {id(work): error} for the documents whose embedding failed: a failed
+    batch is retried document by document, so one bad document fails alone)."""
+    todo = [(w, i) for w in works if not w.reused for i in range(len(w.chunks))]
+    for w in works:
+        if not w.reused:
+            w.vectors = [None] * len(w.chunks)
+    todo.sort(key=lambda wi: wi[0].chunks[wi[1]].token_count)
+    broken: dict[int, str] = {}
+    tokens = 0
+    for batch in _token_batches(todo, token_budget):
+        alive = [(w, i) for w, i in batch if id(w) not in broken]
+        if not alive:
+            continue
+        try:
+            vecs = embedder.embed_passages([w.passages[i] for w, i in alive])
+        except Exception as exc:  # isolate the bad document: retry document by document
+            log.info("embedding batch failed (%s); retrying document by document", exc)
+            for w in {id(w): w for w, _ in alive}.values():
+                mine = [(ww, i) for ww, i in alive if ww is w]
+                try:
+                    v = embedder.embed_passages([w.passages[i] for _, i in mine])
+                except Exception as exc2:
+                    broken[id(w)] = f"embedding failed: {type(exc2).__name__}: {exc2}"
+                    continue
+                for (_, i), row in zip(mine, v, strict=True):
+                    w.vectors[i] = row
+            continue
+        for (w, i), row in zip(alive, vecs, strict=True):
+            w.vectors[i] = row
+        tokens += sum(w.chunks[i].token_count for w, i in alive)
+    return tokens, broken
