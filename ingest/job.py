@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -367,10 +368,25 @@ def delete_documents(store: VectorStore, manifest: Manifest, doc_ids: Sequence[s
         return 0
     known = manifest.get_many(ids)
     manifest.mark_deleting(ids)
+    crash_point("delete:marked")
     for i in range(0, len(ids), 1024):
         store.delete(filters=Condition("doc_id", "in", ids[i : i + 1024]))
+        crash_point("delete:batch")
     manifest.remove(ids)
     return sum(len(e.known_ids()) for e in known.values())
+
+
+def crash_point(name: str) -> None:
+    """A deterministic crash for the kill tests: with ``CJKRAG_TEST_CRASH_AT=name`` this process dies here
+    by SIGKILL (with its process group when it leads one, so an embedded store's server dies too)."""
+    if os.environ.get("CJKRAG_TEST_CRASH_AT") != name:
+        return
+    import signal
+
+    log.warning("CJKRAG_TEST_CRASH_AT=%s: killing this process now", name)
+    if os.getpgid(0) == os.getpid():
+        os.killpg(0, signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _settings(v: Versions) -> str:
