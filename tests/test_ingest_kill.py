@@ -6,7 +6,8 @@ group, the embedded store server included) at >= 5 random points, then run to co
 ids, doc hashes, ACLs, texts; no duplicates, nothing missing or stale) and the manifest must equal those of
 a clean v1 -> v2 run in another data dir.
 
-Backends: BACKENDS maps a name to the config overlay: Milvus Lite and embedded Qdrant (qdrant-edge-py).
+Backends: BACKENDS maps a name to the config overlay: Milvus Lite and embedded Qdrant (qdrant-edge-py), and
+Milvus Lite written by `--engine ray` (skipped when Ray is not installed).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from tests.conftest import ROOT
 BACKENDS: dict[str, dict[str, Any]] = {
     "milvus-lite": {},
     "qdrant-edge": {"store": {"backend": "qdrant", "qdrant": {"mode": "edge"}}},
+    # --engine ray on a local Ray (its processes share the job's process group: the kill takes them too)
+    "milvus-lite-ray": {"ingest": {"engine": "ray", "ray": {"batch_docs": 2}}},
 }
 KILLS = 6
 SEED = 20261202
@@ -94,11 +97,15 @@ def _state(cfg: Path) -> tuple[set[tuple[Any, ...]], int, set[tuple[Any, ...]]]:
 
 @pytest.mark.parametrize("backend", sorted(BACKENDS))
 def test_kill_9_at_random_points_then_rerun_equals_a_clean_run(tmp_path: Path, backend: str) -> None:
+    if backend.endswith("-ray"):
+        pytest.importorskip("ray", reason="Ray is not installed: pip install 'cjkrag[ray]'")
     src = tmp_path / "src"
     cfgs = {}
+    overlay = dict(BACKENDS[backend])
+    ingest = {"batch_size": 4, **overlay.pop("ingest", {})}
     for name in ("clean", "killed"):
         cfg = {"data_dir": str(tmp_path / name), "embedding": {"model": "fake:64"},
-               "chunking": {"max_tokens": 48, "overlap_tokens": 8}, "ingest": {"batch_size": 4}, **BACKENDS[backend]}
+               "chunking": {"max_tokens": 48, "overlap_tokens": 8}, "ingest": ingest, **overlay}
         cfgs[name] = tmp_path / f"{name}.yaml"
         cfgs[name].write_text(yaml.safe_dump(cfg, allow_unicode=True))
 
