@@ -133,6 +133,8 @@ class IngestConfig(_Strict):
     #: local: threads in this process; ray: Ray actors chunk/analyze/embed, this process writes
     engine: Literal["local", "ray"] = "local"
     ray: RayConfig = Field(default_factory=RayConfig)
+    #: worker processes that chunk and analyze (0: the reading thread does; measured no faster on 2 cores)
+    workers: int = Field(0, ge=0, le=256)
     batch_size: int = Field(64, ge=1, le=10000)
     max_file_bytes: int = Field(64 * 1024 * 1024, ge=1)
     #: `cjkrag ingest --sync` refuses to delete more than this share of the collection's documents without --yes

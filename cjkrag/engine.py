@@ -231,12 +231,18 @@ class Engine:
             yes=yes,
             max_delete_share=self.config.ingest.sync_max_delete_share,
             ray=ray,
+            prep_workers=self.config.ingest.workers if ray is None else 0,
+            worker_config=self._worker_config(),
         )
         report = job.run(items, roots=roots)
         report.run = {"roots": roots, "source_id": source_id or "", "acl": list(acl), "deny": list(deny),
                       "public": public, "sync": sync}  # fmt: skip
         log.info("ingest: %s", report.summary())
         return report
+
+    def _worker_config(self) -> dict[str, Any]:
+        """What worker processes / Ray actors need to build the same models (no store credentials)."""
+        return self.config.model_dump(mode="json", include={"embedding", "chunking", "analyzer"})
 
     def _ray_options(self, engine: str, address: str | None) -> Any:
         if engine == "local":
@@ -249,8 +255,7 @@ class Engine:
 
         r = self.config.ingest.ray
         return RayOptions(
-            # only what the actors need to build the same models (no store credentials leave this process)
-            config=self.config.model_dump(mode="json", include={"embedding", "chunking", "analyzer"}),
+            config=self._worker_config(),
             address=address or r.address,
             actors=r.actors,
             cpus_per_actor=r.cpus_per_actor,

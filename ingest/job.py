@@ -106,10 +106,14 @@ class IngestJob:
     #: None: this process runs every stage; a RayOptions: Ray workers chunk, analyze and embed, this process
     #: (the single writer) upserts and commits the manifest (ingest/ray_engine.py)
     ray: Any = None
+    #: > 0: this many worker processes chunk and analyze (ingest/pool.py), so that work leaves the embedding
+    #: process; needs worker_config. 0: the reading thread does it
+    prep_workers: int = 0
+    worker_config: dict[str, Any] | None = None  # embedding/chunking/analyzer config for workers to rebuild models
 
     @property
     def remote_prep(self) -> bool:
-        return self.ray is not None
+        return self.ray is not None or self.prep_workers > 0
 
     def __post_init__(self) -> None:
         if self.manifest is None:
@@ -165,6 +169,10 @@ class IngestJob:
         return report
 
     def _stages(self, report: IngestReport) -> Any:
+        if self.ray is None and self.prep_workers > 0:
+            from cjkrag.ingest.pool import PoolStages
+
+            return PoolStages(self, report)
         if self.ray is None:
             from cjkrag.ingest.stages import Stages
 
@@ -374,6 +382,19 @@ def delete_documents(store: VectorStore, manifest: Manifest, doc_ids: Sequence[s
         crash_point("delete:batch")
     manifest.remove(ids)
     return sum(len(e.known_ids()) for e in known.values())
+
+
+def fill_works(job: IngestJob, works: Sequence[Work]) -> dict[int, tuple[str, str]]:
+    """``job.fill`` each work (in a worker process or a Ray actor); {index: (error, fix)} for those that failed."""
+    broken: dict[int, tuple[str, str]] = {}
+    for i, w in enumerate(works):
+        try:
+            job.fill(w)
+        except CjkragError as exc:
+            broken[i] = (str(exc), _fix_for(exc))
+        except Exception as exc:
+            broken[i] = (f"{type(exc).__name__}: {exc}", "report this as a bug, with the file")
+    return broken
 
 
 def crash_point(name: str) -> None:

@@ -70,17 +70,10 @@ class PrepWorker:
 
     def run(self, works: list[Work], embed: list[bool]) -> tuple[list[Work], dict[int, tuple[str, str]], int, float, float]:
         """Fill and (where ``embed``) embed ``works``; returns them with {index: (error, fix)}, tokens, seconds."""
-        from cjkrag.ingest.job import _fix_for
+        from cjkrag.ingest.job import fill_works
 
         t0 = time.perf_counter()
-        broken: dict[int, tuple[str, str]] = {}
-        for i, w in enumerate(works):
-            try:
-                self.job.fill(w)
-            except CjkragError as exc:
-                broken[i] = (str(exc), _fix_for(exc))
-            except Exception as exc:
-                broken[i] = (f"{type(exc).__name__}: {exc}", "report this as a bug, with the file")
+        broken = fill_works(self.job, works)
         t1 = time.perf_counter()
         todo = [w for i, w in enumerate(works) if embed[i] and i not in broken and w.chunks]
         tokens, failed = embed_works(self.job.embedder, todo, self.job.token_budget)
@@ -183,7 +176,7 @@ class RayStages(Stages):
                 if item is _END:
                     ended = True
                     break
-                batch, ended = self._gather_docs(item)
+                batch, ended = self._gather_docs(self.q_embed, item, self.options.batch_docs, _BATCH_CHARS)
                 self._submit(batch, inflight)
             if self.stop.is_set():
                 return
@@ -192,18 +185,6 @@ class RayStages(Stages):
                 for ref in ready:
                     self._collect(ref, inflight)
         self._put(self.q_write, _END)
-
-    def _gather_docs(self, first: Work) -> tuple[list[Work], bool]:
-        batch, chars = [first], len(first.doc.text)
-        while len(batch) < self.options.batch_docs and chars < _BATCH_CHARS:
-            more = self._get(self.q_embed, block=False)
-            if more is None:
-                break
-            if more is _END:
-                return batch, True
-            batch.append(more)
-            chars += len(more.doc.text)
-        return batch, False
 
     def _submit(self, works: list[Work], inflight: dict[Any, tuple[int, list[Work]]],
                 embed: Sequence[bool] | None = None) -> None:  # fmt: skip

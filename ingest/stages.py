@@ -99,6 +99,20 @@ class Stages:
             n += len(more.chunks)
         return batch, False
 
+    def _gather_docs(self, q: queue.Queue[Any], first: Work, max_docs: int,
+                     max_chars: int = 200_000) -> tuple[list[Work], bool]:  # fmt: skip
+        """``first`` plus what is already queued, up to ``max_docs`` documents / ``max_chars`` of text."""
+        batch, chars = [first], len(first.doc.text)
+        while len(batch) < max_docs and chars < max_chars:
+            more = self._get(q, block=False)
+            if more is None:
+                break
+            if more is _END:
+                return batch, True
+            batch.append(more)
+            chars += len(more.doc.text)
+        return batch, False
+
     def _guarded(self, loop: Any) -> None:
         try:
             loop()

@@ -1,4 +1,5 @@
-"""`cjkrag ingest --engine ray` (a local Ray) ends with exactly the store and manifest of `--engine local`.
+"""`--engine ray` (a local Ray) and `ingest.workers: N` (chunk + analyze in worker processes) end with exactly
+the store and manifest of the plain local engine.
 
 Same folder, same config, two data dirs on real Milvus Lite: v1 is ingested, then v2 (changed texts, an
 ACL change on every document, which reuses the stored vectors, removed and added files, --sync). After each
@@ -22,7 +23,9 @@ from typer.testing import CliRunner
 from cjkrag.cli import app
 from cjkrag.ingest.report import EXIT_OK
 
-pytest.importorskip("ray", reason="Ray is not installed: pip install 'cjkrag[ray]' (make test installs it)")
+
+def _need_ray() -> None:
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'cjkrag[ray]' (make test installs it)")
 
 
 def _write(folder: Path, version: int) -> None:
@@ -76,8 +79,17 @@ def _ingest(cfg: Path, src: Path, acl: str, engine: str, report: Path) -> dict[s
     return data
 
 
+def _ingest_cfg(cfg: Path, src: Path, acl: str, report: Path) -> dict[str, Any]:
+    r = CliRunner().invoke(app, ["ingest", str(src), "-c", str(cfg), "--acl", acl, "--sync", "--yes",
+                                 "--no-progress", "--json-report", str(report)])  # fmt: skip
+    assert r.exit_code == EXIT_OK, r.output
+    data: dict[str, Any] = json.loads(report.read_text())
+    return data
+
+
 @pytest.mark.slow  # ~95 s on the loaded 2-core box: every Ray run starts a local Ray and its actor
 def test_ray_engine_ends_like_the_local_engine(tmp_path: Path) -> None:
+    _need_ray()
     src = tmp_path / "src"
     cfgs = {}
     for eng in ("local", "ray"):
@@ -104,6 +116,25 @@ def test_ray_engine_ends_like_the_local_engine(tmp_path: Path) -> None:
 
     again = _ingest(cfgs["ray"], src, "group:v2", "ray", tmp_path / "ray3.json")
     assert again["documents"] == 0 and again["unchanged"] == 12
+
+
+@pytest.mark.slow  # ~60 s here: each run spawns workers that load the tokenizer and the analyzer
+def test_worker_processes_end_like_the_reading_thread(tmp_path: Path) -> None:
+    """ingest.workers: 2 (chunk + analyze in a process pool) gives the store and manifest of workers: 0."""
+    src = tmp_path / "src"
+    cfgs = {}
+    for name, workers in (("thread", 0), ("pool", 2)):
+        cfg = {"data_dir": str(tmp_path / name), "embedding": {"model": "fake:64"},
+               "chunking": {"max_tokens": 40, "overlap_tokens": 8}, "ingest": {"batch_size": 8, "workers": workers}}  # fmt: skip
+        cfgs[name] = tmp_path / f"{name}.yaml"
+        cfgs[name].write_text(yaml.safe_dump(cfg, allow_unicode=True))
+    for version, acl in ((1, "group:v1"), (2, "group:v2")):
+        _write(src, version)
+        reps = {n: _ingest_cfg(cfgs[n], src, acl, tmp_path / f"{n}{version}.json") for n in cfgs}
+        for key in ("documents", "chunks", "tokens", "reused", "deleted_chunks"):
+            assert reps["pool"][key] == reps["thread"][key], key
+        assert reps["pool"]["stages"]["chunk"] > 0
+        _same(cfgs["thread"], cfgs["pool"])
 
 
 def test_ray_missing_or_bad_options_fail_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
