@@ -72,10 +72,12 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_cjkrag(docs: list[dict[str, Any]], model: str, tmp: Path, precision: str = "auto") -> dict[str, Any]:
+def run_cjkrag(docs: list[dict[str, Any]], model: str, tmp: Path, precision: str = "auto",
+               workers: int = 0) -> dict[str, Any]:  # fmt: skip
     import cjkrag
 
-    eng = cjkrag.open({"data_dir": str(tmp), "embedding": {"model": model, "precision": precision}})
+    eng = cjkrag.open({"data_dir": str(tmp), "embedding": {"model": model, "precision": precision},
+                       "ingest": {"workers": workers}})  # fmt: skip
     t0 = time.perf_counter()
     eng.warm_up()
     load_s = time.perf_counter() - t0
@@ -92,7 +94,7 @@ def run_cjkrag(docs: list[dict[str, Any]], model: str, tmp: Path, precision: str
     return {
         "pipeline": "cjkrag", "docs": rep.documents, "chunks": rep.chunks, "tokens": rep.tokens,
         "failed": len(rep.failed), "seconds": total, "load_s": load_s, "stages": stages,
-        "bottleneck": max(stages, key=lambda k: stages[k]) if stages else "", "precision": precision,
+        "bottleneck": max(stages, key=lambda k: stages[k]) if stages else "", "precision": precision, "workers": workers,
         "peak_rss_mb": _peak_rss_mb(), "load_avg_before": load_before, "load_avg_after": load_after, **toks,
         "embed_s_per_1k_tokens": 1000 * stages.get("embed", 0.0) / max(1, toks["tokens"]),
     }  # fmt: skip
@@ -158,7 +160,7 @@ def _child(args: argparse.Namespace) -> None:
     docs = documents(args.docs)
     with tempfile.TemporaryDirectory() as tmp:
         if args.only == "cjkrag":
-            print(json.dumps(run_cjkrag(docs, args.model, Path(tmp), args.precision)))
+            print(json.dumps(run_cjkrag(docs, args.model, Path(tmp), args.precision, args.workers)))
         else:
             print(json.dumps(run_reference(docs, args.model, Path(tmp))))
 
@@ -170,6 +172,7 @@ def main() -> None:
     ap.add_argument("--only", choices=["cjkrag", "reference"], help=argparse.SUPPRESS)
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--precision", default="auto", help="cjkrag's embedding.precision (auto measures at start)")
+    ap.add_argument("--workers", type=int, default=0, help="cjkrag's ingest.workers (chunk + analyze processes)")
     args = ap.parse_args()
     if args.only:
         _child(args)
@@ -177,7 +180,7 @@ def main() -> None:
     results = []
     for which in ("cjkrag", "reference"):
         cmd = [sys.executable, __file__, "--docs", str(args.docs), "--model", args.model, "--only", which,
-               "--precision", args.precision]
+               "--precision", args.precision, "--workers", str(args.workers)]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
         if proc.returncode:
             sys.exit(f"{which} failed:\n{proc.stderr[-4000:]}")

@@ -68,7 +68,7 @@ class PrepWorker:
         return {"model": emb.name, "dim": emb.dim, "host": socket.gethostname(), "pid": os.getpid(),
                 "gpus": os.environ.get("CUDA_VISIBLE_DEVICES", "")}  # fmt: skip
 
-    def run(self, works: list[Work], embed: list[bool]) -> tuple[list[Work], dict[int, tuple[str, str]], int, float, float]:
+    def run(self, works: list[Work], embed: list[bool]) -> tuple[list[Work], dict[int, tuple[str, str]], tuple[int, int], float, float]:
         """Fill and (where ``embed``) embed ``works``; returns them with {index: (error, fix)}, tokens, seconds."""
         from cjkrag.ingest.job import fill_works
 
@@ -76,11 +76,11 @@ class PrepWorker:
         broken = fill_works(self.job, works)
         t1 = time.perf_counter()
         todo = [w for i, w in enumerate(works) if embed[i] and i not in broken and w.chunks]
-        tokens, failed = embed_works(self.job.embedder, todo, self.job.token_budget)
+        tokens, padded, failed = embed_works(self.job.embedder, todo, self.job.token_budget)
         for i, w in enumerate(works):
             if id(w) in failed:
                 broken[i] = (failed[id(w)], EMBED_FIX)
-        return works, broken, tokens, t1 - t0, time.perf_counter() - t1
+        return works, broken, (tokens, padded), t1 - t0, time.perf_counter() - t1
 
 
 class RayStages(Stages):
@@ -198,13 +198,14 @@ class RayStages(Stages):
         k, _sent = inflight.pop(ref)
         self.load[k] -= 1
         try:
-            works, broken, tokens, chunk_s, embed_s = self._ray.get(ref)
+            works, broken, (tokens, padded), chunk_s, embed_s = self._ray.get(ref)
         except Exception as exc:  # an actor died (node lost, OOM): stop; a rerun redoes what is not committed
             raise CjkragError(f"a Ray actor failed ({type(exc).__name__}: {exc}); nothing it held was written: "
                               "re-run the same command to finish") from None  # fmt: skip
         self.report.stages["chunk"] += chunk_s
         self.report.stages["embed"] += embed_s
         self.report.tokens += tokens
+        self.report.padded_tokens += padded
         self.job.progress_update(tokens=tokens)
         again: list[Work] = []
         for i, w in enumerate(works):

@@ -141,8 +141,9 @@ class Stages:
         self._put(self.q_write, _END)
 
     def _embed(self, works: list[Work]) -> list[Work]:
-        tokens, broken = embed_works(self.job.embedder, works, self.job.token_budget)
+        tokens, padded, broken = embed_works(self.job.embedder, works, self.job.token_budget)
         self.report.tokens += tokens
+        self.report.padded_tokens += padded
         self.job.progress_update(tokens=tokens)
         ready = []
         for w in works:
@@ -227,35 +228,49 @@ EMBED_FIX = "check the model and the document's text; it is retried next run"
 _RETRY = "the document was not counted as stored: it is redone on the next run (or --retry-failed REPORT)"
 
 
-def _token_batches(items: list[tuple[Work, int]], budget: int) -> list[list[tuple[Work, int]]]:
-    """Cut length-sorted chunks into batches whose padded size (count x longest) stays within ``budget``."""
+def _token_batches(items: list[tuple[Work, int]], budget: int, max_count: int | None = None,
+                   max_waste: float = 1.0) -> list[list[tuple[Work, int]]]:  # fmt: skip
+    """Cut length-sorted (ascending) chunks into batches whose padded size (count x longest) stays within
+    ``budget``, of at most ``max_count`` chunks (the embedder's own batch size: one forward pass each), and
+    whose padding stays under ``max_waste`` of the padded size (padding is computed like real tokens)."""
     out: list[list[tuple[Work, int]]] = []
     cur: list[tuple[Work, int]] = []
-    longest = 0
+    longest = real = 0
     for w, i in items:
         t = max(1, w.chunks[i].token_count)
-        if cur and (len(cur) + 1) * max(longest, t) > budget:
-            out.append(cur)
-            cur, longest = [], 0
+        if cur:
+            n, top = len(cur) + 1, max(longest, t)
+            if n * top > budget or (max_count and n > max_count) or (n * top - real - t) > max_waste * n * top:
+                out.append(cur)
+                cur, longest, real = [], 0, 0
         cur.append((w, i))
         longest = max(longest, t)
+        real += t
     if cur:
         out.append(cur)
     return out
 
 
-def embed_works(embedder: Embedder, works: Sequence[Work], token_budget: int) -> tuple[int, dict[int, str]]:
-    """Embed the chunks of ``works`` not reusing stored vectors, in token-budget batches of length-sorted
-    chunks. Returns (tokens embedded, {id(work): error} for the documents whose embedding failed: a failed
-    batch is retried document by document, so one bad document fails alone)."""
+#: largest share of padding in an embedding batch: the forward pass computes padded positions like real
+#: tokens, so a batch that mixes a 60-token chunk with a 500-token one pays for 440 tokens of nothing
+PAD_WASTE = 0.15
+
+
+def embed_works(embedder: Embedder, works: Sequence[Work], token_budget: int,
+                max_waste: float = PAD_WASTE) -> tuple[int, int, dict[int, str]]:  # fmt: skip
+    """Embed the chunks of ``works`` not reusing stored vectors, in batches of length-sorted chunks cut by
+    the token budget, the embedder's batch size and the padding share. Returns (tokens embedded, padded
+    tokens computed, {id(work): error} for the documents whose embedding failed: a failed batch is
+    retried document by document, so one bad document fails alone)."""
     todo = [(w, i) for w in works if not w.reused for i in range(len(w.chunks))]
     for w in works:
         if not w.reused:
             w.vectors = [None] * len(w.chunks)
     todo.sort(key=lambda wi: wi[0].chunks[wi[1]].token_count)
     broken: dict[int, str] = {}
-    tokens = 0
-    for batch in _token_batches(todo, token_budget):
+    tokens = padded = 0
+    size = getattr(embedder, "batch_size", None)
+    for batch in _token_batches(todo, token_budget, size if isinstance(size, int) else None, max_waste):
         alive = [(w, i) for w, i in batch if id(w) not in broken]
         if not alive:
             continue
@@ -276,4 +291,5 @@ def embed_works(embedder: Embedder, works: Sequence[Work], token_budget: int) ->
         for (w, i), row in zip(alive, vecs, strict=True):
             w.vectors[i] = row
         tokens += sum(w.chunks[i].token_count for w, i in alive)
-    return tokens, broken
+        padded += len(alive) * max(w.chunks[i].token_count for w, i in alive)
+    return tokens, padded, broken
