@@ -73,8 +73,12 @@ def _peak_rss_mb() -> float:
 
 
 def run_cjkrag(docs: list[dict[str, Any]], model: str, tmp: Path, precision: str = "auto",
-               workers: int = 0) -> dict[str, Any]:  # fmt: skip
+               workers: int = 0, pad_waste: float | None = None) -> dict[str, Any]:  # fmt: skip
     import cjkrag
+    from cjkrag.ingest import stages as stages_mod
+
+    if pad_waste is not None:
+        stages_mod.PAD_WASTE = pad_waste
 
     eng = cjkrag.open({"data_dir": str(tmp), "embedding": {"model": model, "precision": precision},
                        "ingest": {"workers": workers}})  # fmt: skip
@@ -95,6 +99,7 @@ def run_cjkrag(docs: list[dict[str, Any]], model: str, tmp: Path, precision: str
         "pipeline": "cjkrag", "docs": rep.documents, "chunks": rep.chunks, "tokens": rep.tokens,
         "failed": len(rep.failed), "seconds": total, "load_s": load_s, "stages": stages,
         "bottleneck": max(stages, key=lambda k: stages[k]) if stages else "", "precision": precision, "workers": workers,
+        "pad_waste": stages_mod.PAD_WASTE, "padded_tokens_computed": rep.padded_tokens,
         "peak_rss_mb": _peak_rss_mb(), "load_avg_before": load_before, "load_avg_after": load_after, **toks,
         "embed_s_per_1k_tokens": 1000 * stages.get("embed", 0.0) / max(1, toks["tokens"]),
     }  # fmt: skip
@@ -160,7 +165,7 @@ def _child(args: argparse.Namespace) -> None:
     docs = documents(args.docs)
     with tempfile.TemporaryDirectory() as tmp:
         if args.only == "cjkrag":
-            print(json.dumps(run_cjkrag(docs, args.model, Path(tmp), args.precision, args.workers)))
+            print(json.dumps(run_cjkrag(docs, args.model, Path(tmp), args.precision, args.workers, args.pad_waste)))
         else:
             print(json.dumps(run_reference(docs, args.model, Path(tmp))))
 
@@ -173,6 +178,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--precision", default="auto", help="cjkrag's embedding.precision (auto measures at start)")
     ap.add_argument("--workers", type=int, default=0, help="cjkrag's ingest.workers (chunk + analyze processes)")
+    ap.add_argument("--pad-waste", type=float, help="cjkrag's largest padding share per embedding batch "
+                    "(default ingest/stages.py PAD_WASTE; 1.0: no cap, the old batching)")
     args = ap.parse_args()
     if args.only:
         _child(args)

@@ -257,7 +257,7 @@ PAD_WASTE = 0.15
 
 
 def embed_works(embedder: Embedder, works: Sequence[Work], token_budget: int,
-                max_waste: float = PAD_WASTE) -> tuple[int, int, dict[int, str]]:  # fmt: skip
+                max_waste: float | None = None) -> tuple[int, int, dict[int, str]]:  # fmt: skip
     """Embed the chunks of ``works`` not reusing stored vectors, in batches of length-sorted chunks cut by
     the token budget, the embedder's batch size and the padding share. Returns (tokens embedded, padded
     tokens computed, {id(work): error} for the documents whose embedding failed: a failed batch is
@@ -270,7 +270,8 @@ def embed_works(embedder: Embedder, works: Sequence[Work], token_budget: int,
     broken: dict[int, str] = {}
     tokens = padded = 0
     size = getattr(embedder, "batch_size", None)
-    for batch in _token_batches(todo, token_budget, size if isinstance(size, int) else None, max_waste):
+    waste = PAD_WASTE if max_waste is None else max_waste
+    for batch in _token_batches(todo, token_budget, size if isinstance(size, int) else None, waste):
         alive = [(w, i) for w, i in batch if id(w) not in broken]
         if not alive:
             continue

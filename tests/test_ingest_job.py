@@ -158,7 +158,7 @@ def test_embedding_batches_bound_budget_count_and_padding() -> None:
     assert [i for b in batches for _, i in b] == list(range(len(lengths)))  # order kept, nothing lost
     for b in batches:
         ts = [lengths[i] for _, i in b]
-        assert len(b) <= 4 and len(b) * max(ts) <= 1024 or len(b) == 1
+        assert (len(b) <= 4 and len(b) * max(ts) <= 1024) or len(b) == 1
         assert len(b) == 1 or len(b) * max(ts) - sum(ts) <= 0.15 * len(b) * max(ts)  # padding under 15%
     assert [[lengths[i] for _, i in b] for b in batches] == [[5, 6, 6, 7], [40, 41, 42, 43], [44], [300, 310], [512]]
     # without the padding cap, short and long chunks share a batch (the old behaviour)
