@@ -12,7 +12,9 @@ Correct by construction (see ``ingest/manifest.py`` for the write protocol):
 
 Stages overlap: this thread reads, looks up, chunks and analyzes; one thread embeds (token-budget batches
 of length-sorted chunks); one thread writes (batched upserts, stale deletes, manifest commits). Queues
-between them are bounded, so memory stays flat on a corpus of any size.
+between them are bounded, so memory stays flat on a corpus of any size. With ``prep_workers`` chunking and
+analysis run in worker processes (ingest/pool.py); with ``ray`` Ray actors chunk, analyze and embed
+(ingest/ray_engine.py). Either way they run :meth:`IngestJob.fill`, and this process stays the only writer.
 """
 
 from __future__ import annotations
