@@ -203,8 +203,15 @@ class Engine:
         if source_id is not None and not _SOURCE_ID.match(source_id):
             raise InputError(f"--source-id {source_id!r}: use 1-64 letters, digits, '_', '-' or '.'")
         roots: list[str] = []
+        ray = self._ray_options(engine or self.config.ingest.engine, ray_address)
+        reader: Callable[..., Iterator[Any]] | None = None
+        if ray is not None and not dry_run:  # files are read by Ray tasks (started by the job's Ray stages)
+            from cjkrag.ingest.ray_engine import iter_documents_ray
+
+            reader = iter_documents_ray
         items = self._documents(
-            sources, acl=acl, deny=deny, public=public, source_id=source_id, roots=roots, encoding=encoding
+            sources, acl=acl, deny=deny, public=public, source_id=source_id, roots=roots, encoding=encoding,
+            reader=reader,
         )
         if only_sources is not None:
             wanted = set(only_sources)
@@ -213,7 +220,6 @@ class Engine:
         e, c = self.config.embedding, self.config.chunking
         max_tokens = min(c.max_tokens, self.embedder.max_tokens)
         rich = on_progress is not None and "tokens" in inspect.signature(on_progress).parameters
-        ray = self._ray_options(engine or self.config.ingest.engine, ray_address)
         job = IngestJob(
             store=self.store,
             embedder=self.embedder,
@@ -277,6 +283,7 @@ class Engine:
         source_id: str | None = None,
         roots: list[str] | None = None,
         encoding: str | None = None,
+        reader: Callable[..., Iterator[Any]] | None = None,
     ) -> Iterator[tuple[Origin, Any]]:
         """(origin, document or read failure) for every source; ``roots`` collects the paths given."""
         from cjkrag.ingest.job import Origin
@@ -307,7 +314,7 @@ class Engine:
             if roots is not None:
                 roots.append(root)
             origin = Origin(root, source_id or "")
-            for item in iter_documents(
+            for item in (reader or iter_documents)(
                 [p],
                 default_acl=acl,
                 default_deny=deny,

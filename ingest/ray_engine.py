@@ -1,7 +1,8 @@
 """`cjkrag ingest --engine ray`: Ray actors chunk, analyze and embed; this process stays the single writer.
 
-The driver (this process) reads the files, looks documents up in the manifest (one batched lookup per 256
-documents, exactly as the local engine), and sends the documents to re-do to a pool of Ray actors in
+Ray tasks read the files (:func:`iter_documents_ray`: the local readers' walk, ids and failures, in the
+same order); the driver (this process) looks documents up in the manifest (one batched lookup per 256
+documents, exactly as the local engine) and sends the documents to re-do to a pool of Ray actors in
 batches. Each actor holds the same embedder and analyzer the local engine builds from the same config (one
 GPU per actor when the cluster has GPUs), runs the *same* code (``IngestJob.fill`` then
 ``stages.embed_works``: token-budget batches of length-sorted chunks) and returns the chunks, keywords and
@@ -21,8 +22,9 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cjkrag.errors import CjkragError, ConfigError
@@ -232,3 +234,81 @@ def _import_ray() -> Any:
             "--engine ray needs Ray: pip install 'cjkrag[ray]' (or pip install ray), or use --engine local"
         ) from None
     return ray
+
+
+def _read_remote(ctx: Any, defaults: Any) -> list[Any]:
+    """A Ray task: one file's documents (or read failures); the driver streams .jsonl files itself."""
+    from cjkrag.ingest.readers import _read_file
+
+    return list(_read_file(ctx, defaults))
+
+
+def iter_documents_ray(
+    paths: Sequence[str | Path],
+    *,
+    default_acl: Sequence[str] = (),
+    default_deny: Sequence[str] = (),
+    default_public: bool = False,
+    max_bytes: int,
+    source_id: str | None = None,
+    encoding: str | None = None,
+    window: int = 0,
+) -> Iterator[Any]:
+    """``readers.iter_documents`` with each file read by a Ray task: same walk (sorted), ids, failures and
+    duplicate-id rule, results yielded in the same order; at most ``window`` files in flight (0: 2 per CPU).
+    ``.jsonl`` files are streamed here (one file can hold millions of records). Call with Ray initialized."""
+    import codecs
+    from collections import deque
+
+    from cjkrag.errors import InputError
+    from cjkrag.ingest.readers import SUPPORTED_EXTENSIONS, _context, _dedup, _doc_id, _read_file, _walk
+    from cjkrag.ingest.readers.base import ReadFailure
+    from cjkrag.ingest.readers.jsonl import make_defaults
+
+    ray = _import_ray()
+    if encoding is not None:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise InputError(f"--encoding {encoding!r} is not a known encoding: use e.g. gb18030, big5, cp932") from None
+    defaults = make_defaults(default_acl, default_deny, default_public)
+    window = window or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+    # num_cpus=0: the actors may hold every CPU of the cluster (a local Ray gives its one actor all of them);
+    # a read task that waited for a CPU would then never run. Concurrency is bounded by the window instead.
+    task = ray.remote(num_cpus=0)(_read_remote)
+    seen: dict[str, str] = {}
+    pending: deque[Any] = deque()
+
+    def drain(keep: int) -> Iterator[Any]:
+        while len(pending) > keep:
+            yield from _dedup(iter(ray.get(pending.popleft())), seen)
+
+    def one(path: Path, rel: str) -> Iterator[Any]:
+        ctx = _context(path, _doc_id(path, rel, source_id), defaults, max_bytes, encoding, True)
+        if path.suffix.lower() == ".jsonl":
+            yield from drain(0)
+            yield from _dedup(_read_file(ctx, defaults), seen)
+        else:
+            pending.append(task.remote(ctx, defaults))
+            yield from drain(window)
+
+    for given in paths:
+        root = Path(given)
+        if not root.exists():
+            yield from drain(0)
+            yield ReadFailure(str(given), "path does not exist", "check the path (relative to the working directory)")
+        elif root.is_dir():
+            for rel, path in _walk(root):
+                if path.suffix.lower() not in SUPPORTED_EXTENSIONS:
+                    yield from drain(0)
+                    yield ReadFailure(str(path), f"unsupported extension {path.suffix or '(none)'!r}",
+                                      f"supported: {', '.join(SUPPORTED_EXTENSIONS)}", kind="skipped")  # fmt: skip
+                    continue
+                yield from one(path, rel)
+        elif root.suffix.lower() not in SUPPORTED_EXTENSIONS:
+            yield from drain(0)
+            yield ReadFailure(str(root), f"unsupported extension {root.suffix or '(none)'!r}",
+                              f"convert it to one of {', '.join(SUPPORTED_EXTENSIONS)}")  # fmt: skip
+        else:
+            yield from one(root, root.name)
+    yield from drain(0)

@@ -40,6 +40,10 @@ def _write(folder: Path, version: int) -> None:
                         for j in range(reps))  # fmt: skip
         (folder / ("sub" if i % 2 else "") / f"d{i:02d}.txt").write_text(body + "。", encoding="utf-8")
     (folder / "empty.txt").write_text("", encoding="utf-8")  # reported as skipped by both engines
+    (folder / "notes.xyz").write_text("?", encoding="utf-8")  # unsupported extension: skipped
+    recs = [{"id": f"rec{j}", "text": f"记录{j}：发票报销需要附上原件。版本{version if j == 1 else 1}"} for j in range(3)]
+    (folder / "sub" / "records.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in recs) + "\n",
+                                                  encoding="utf-8")  # fmt: skip
     if version == 2:
         (folder / "new.txt").write_text("新增：差旅补贴标准。パスワードの再設定。", encoding="utf-8")
 
@@ -101,9 +105,10 @@ def test_ray_engine_ends_like_the_local_engine(tmp_path: Path) -> None:
 
     _write(src, 1)
     reps = {e: _ingest(cfgs[e], src, "group:v1", e, tmp_path / f"{e}1.json") for e in cfgs}
-    assert reps["ray"]["documents"] == reps["local"]["documents"] == 14
+    assert reps["ray"]["documents"] == reps["local"]["documents"] == 17
     assert reps["ray"]["chunks"] == reps["local"]["chunks"] and reps["ray"]["tokens"] == reps["local"]["tokens"]
-    assert [f["path"] for f in reps["ray"]["failures"]] == [f["path"] for f in reps["local"]["failures"]]
+    fails = {e: sorted((f["source"], f["kind"]) for f in reps[e]["failures"]) for e in reps}
+    assert fails["ray"] == fails["local"] and len(fails["ray"]) == 2  # read by Ray tasks: same failures
     assert "chunk" in reps["ray"]["stages"]
     _same(cfgs["local"], cfgs["ray"])
 
@@ -115,7 +120,7 @@ def test_ray_engine_ends_like_the_local_engine(tmp_path: Path) -> None:
     _same(cfgs["local"], cfgs["ray"])
 
     again = _ingest(cfgs["ray"], src, "group:v2", "ray", tmp_path / "ray3.json")
-    assert again["documents"] == 0 and again["unchanged"] == 12
+    assert again["documents"] == 0 and again["unchanged"] == 15
 
 
 @pytest.mark.slow  # ~60 s here: each run spawns workers that load the tokenizer and the analyzer
