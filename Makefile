@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.cjkrag-installed
 # torch goes in first and pinned: 2.13.0 is the CPU build here; anything else pulls GBs of CUDA wheels.
 # GPU users: install the CUDA torch of their choice first (see README), then `pip install -e '.[all]'`.
 TORCH   ?= torch==2.13.0
-EXTRAS  ?= gpu,milvus,qdrant,weaviate,elasticsearch,service,eval,formats,optimize,dev
+EXTRAS  ?= ray,gpu,milvus,qdrant,weaviate,elasticsearch,service,eval,formats,optimize,dev
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 

@@ -55,28 +55,53 @@ def documents(n: int) -> list[dict[str, Any]]:
     return out
 
 
+def token_stats(lengths: list[int], batch: int = 32) -> dict[str, Any]:
+    """Tokens the forward pass sees: real, and padded when the chunks run in length-sorted batches of ``batch``
+    (what SentenceTransformer.encode and cjkrag's embedder both do)."""
+    srt = sorted(lengths, reverse=True)
+    padded = sum(max(srt[i : i + batch]) * len(srt[i : i + batch]) for i in range(0, len(srt), batch))
+    return {"tokens": sum(lengths), "padded_tokens": padded, "mean_chunk_tokens": sum(lengths) / max(1, len(lengths)),
+            "max_chunk_tokens": max(lengths, default=0)}  # fmt: skip
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_cjkrag(docs: list[dict[str, Any]], model: str, tmp: Path) -> dict[str, Any]:
+def run_cjkrag(docs: list[dict[str, Any]], model: str, tmp: Path, precision: str = "auto",
+               workers: int = 0, pad_waste: float | None = None) -> dict[str, Any]:  # fmt: skip
     import cjkrag
+    from cjkrag.ingest import stages as stages_mod
 
-    eng = cjkrag.open({"data_dir": str(tmp), "embedding": {"model": model}})
+    if pad_waste is not None:
+        stages_mod.PAD_WASTE = pad_waste
+
+    eng = cjkrag.open({"data_dir": str(tmp), "embedding": {"model": model, "precision": precision},
+                       "ingest": {"workers": workers}})  # fmt: skip
     t0 = time.perf_counter()
     eng.warm_up()
     load_s = time.perf_counter() - t0
+    load_before = _load()
     t0 = time.perf_counter()
     rep = eng.ingest(docs)
     total = time.perf_counter() - t0
+    load_after = _load()
     precision = getattr(eng.embedder, "precision", "?")
+    texts = [str(r["text"]) for r in eng.store.query(None, ["text"], limit=rep.chunks + 10)]
+    toks = token_stats([min(eng.embedder.count_tokens(t), eng.embedder.max_tokens) for t in texts])
     eng.close()
     stages = dict(rep.stages)
     return {
         "pipeline": "cjkrag", "docs": rep.documents, "chunks": rep.chunks, "tokens": rep.tokens,
         "failed": len(rep.failed), "seconds": total, "load_s": load_s, "stages": stages,
-        "bottleneck": max(stages, key=lambda k: stages[k]) if stages else "", "precision": precision,
-        "peak_rss_mb": _peak_rss_mb(),
+        "bottleneck": max(stages, key=lambda k: stages[k]) if stages else "", "precision": precision, "workers": workers,
+        "pad_waste": stages_mod.PAD_WASTE, "padded_tokens_computed": rep.padded_tokens,
+        "peak_rss_mb": _peak_rss_mb(), "load_avg_before": load_before, "load_avg_after": load_after, **toks,
+        "embed_s_per_1k_tokens": 1000 * stages.get("embed", 0.0) / max(1, toks["tokens"]),
     }  # fmt: skip
 
 
@@ -98,6 +123,7 @@ def run_reference(docs: list[dict[str, Any]], model: str, tmp: Path) -> dict[str
     client = MilvusClient(str(tmp / "ref.db"))
     load_s = time.perf_counter() - t0
 
+    load_before = _load()
     t0 = time.perf_counter()
     splitter = RecursiveCharacterTextSplitter(chunk_size=512, chunk_overlap=64)
     chunks, ids = [], []
@@ -122,19 +148,26 @@ def run_reference(docs: list[dict[str, Any]], model: str, tmp: Path) -> dict[str
         client.insert("ref", rows[s : s + 256])
     t_write = time.perf_counter() - t0
     client.close()
+    load_after = _load()
+    tok = st.tokenizer
+    lengths = [min(len(tok("passage: " + c)["input_ids"]), st.max_seq_length) for c in chunks]
+    toks = token_stats(lengths)
     stages = {"split": t_split, "embed": t_embed, "write": t_write}
     return {
         "pipeline": "reference", "docs": len(docs), "chunks": len(chunks), "seconds": sum(stages.values()),
         "load_s": load_s, "stages": stages, "bottleneck": max(stages, key=lambda k: stages[k]),
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": _peak_rss_mb(), "load_avg_before": load_before, "load_avg_after": load_after, **toks,
+        "embed_s_per_1k_tokens": 1000 * t_embed / max(1, toks["tokens"]),
     }  # fmt: skip
 
 
 def _child(args: argparse.Namespace) -> None:
     docs = documents(args.docs)
     with tempfile.TemporaryDirectory() as tmp:
-        fn = run_cjkrag if args.only == "cjkrag" else run_reference
-        print(json.dumps(fn(docs, args.model, Path(tmp))))
+        if args.only == "cjkrag":
+            print(json.dumps(run_cjkrag(docs, args.model, Path(tmp), args.precision, args.workers, args.pad_waste)))
+        else:
+            print(json.dumps(run_reference(docs, args.model, Path(tmp))))
 
 
 def main() -> None:
@@ -143,13 +176,18 @@ def main() -> None:
     ap.add_argument("--model", default="bundled:multilingual-e5-small")
     ap.add_argument("--only", choices=["cjkrag", "reference"], help=argparse.SUPPRESS)
     ap.add_argument("--json", type=Path, help="write the results here")
+    ap.add_argument("--precision", default="auto", help="cjkrag's embedding.precision (auto measures at start)")
+    ap.add_argument("--workers", type=int, default=0, help="cjkrag's ingest.workers (chunk + analyze processes)")
+    ap.add_argument("--pad-waste", type=float, help="cjkrag's largest padding share per embedding batch "
+                    "(default ingest/stages.py PAD_WASTE; 1.0: no cap, the old batching)")
     args = ap.parse_args()
     if args.only:
         _child(args)
         return
     results = []
     for which in ("cjkrag", "reference"):
-        cmd = [sys.executable, __file__, "--docs", str(args.docs), "--model", args.model, "--only", which]
+        cmd = [sys.executable, __file__, "--docs", str(args.docs), "--model", args.model, "--only", which,
+               "--precision", args.precision, "--workers", str(args.workers)]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
         if proc.returncode:
             sys.exit(f"{which} failed:\n{proc.stderr[-4000:]}")
@@ -159,13 +197,23 @@ def main() -> None:
         stages = ", ".join(f"{k} {v:.1f}" for k, v in r["stages"].items())
         print(f"{r['pipeline']:<10} {r['docs']:>5} {r['chunks']:>6} {r['seconds']:>7.1f} {r['docs'] / r['seconds']:>7.2f} "
               f"{r['chunks'] / r['seconds']:>8.2f} {r['peak_rss_mb']:>11.0f}  {stages}; bottleneck: {r['bottleneck']}")  # fmt: skip
+    print(f"{'pipeline':<10} {'tokens':>8} {'padded':>8} {'mean/chunk':>10} {'embed s':>8} {'s/1k tok':>8}  load avg")
+    for r in results:
+        print(f"{r['pipeline']:<10} {r['tokens']:>8} {r['padded_tokens']:>8} {r['mean_chunk_tokens']:>10.0f} "
+              f"{r['stages']['embed']:>8.1f} {r['embed_s_per_1k_tokens']:>8.2f}  {r['load_avg_before']} -> {r['load_avg_after']}")  # fmt: skip
     ours, ref = results
     ratio = (ours["docs"] / ours["seconds"]) / (ref["docs"] / ref["seconds"])
+    token_ratio = ref["tokens"] / max(1, ours["tokens"])
+    speed_ratio = ref["embed_s_per_1k_tokens"] / max(1e-9, ours["embed_s_per_1k_tokens"])
     print(f"cjkrag precision: {ours.get('precision')}; docs/s ratio cjkrag / reference: {ratio:.2f}x "
           "(model loading excluded from both)")  # fmt: skip
+    print(f"  = tokens embedded (reference / cjkrag) {token_ratio:.2f} x forward speed per token (cjkrag / "
+          f"reference) {speed_ratio:.2f}, less the non-embedding time")  # fmt: skip
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"docs": args.docs, "results": results, "ratio": ratio}, indent=2))
+        args.json.write_text(json.dumps({"docs": args.docs, "results": results, "ratio": ratio,
+                                         "token_ratio": token_ratio, "per_token_speed_ratio": speed_ratio,
+                                         "cpus": os.cpu_count()}, indent=2))  # fmt: skip
 
 
 if __name__ == "__main__":

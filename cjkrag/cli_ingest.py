@@ -50,6 +50,12 @@ def ingest(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")] = True,
     encoding: Annotated[str | None, typer.Option(help="Encoding of the text files (e.g. gb18030, cp932, euc_jp, "
                         "cp949) instead of detecting it.")] = None,
+    engine_kind: Annotated[str | None, typer.Option("--engine", help="local: threads in this process; ray: Ray "
+                           "actors chunk, analyze and embed (one GPU each when there are GPUs), this process "
+                           "writes (default: ingest.engine).")] = None,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster to use with --engine ray "
+                           "(e.g. auto, ray://head:10001; default: ingest.ray.address, $RAY_ADDRESS, else a "
+                           "local Ray).")] = None,
 ) -> None:
     """Read, chunk, embed and store documents with their access rules.
 
@@ -77,7 +83,8 @@ def ingest(
         with IngestProgress(progress, _count_files(paths)) as on_progress:
             rep = engine.ingest([str(p) for p in paths], acl=acl or (), deny=deny or (), public=public,
                                 on_progress=on_progress, source_id=source_id, sync=sync, dry_run=dry_run,
-                                yes=yes, only_sources=only, encoding=encoding)  # fmt: skip
+                                yes=yes, only_sources=only, encoding=encoding, engine=engine_kind,
+                                ray_address=ray_address)  # fmt: skip
     except CjkragError as exc:
         raise _fail(exc, EXIT_ERROR) from None
     report_path = report or engine.config.resolved_data_dir() / "reports" / f"ingest-{time.strftime('%Y%m%d-%H%M%S')}.json"

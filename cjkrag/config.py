@@ -120,7 +120,25 @@ class RerankConfig(_Strict):
     max_length: int = Field(512, ge=16)
 
 
+class RayConfig(_Strict):
+    """`cjkrag ingest --engine ray` (see ingest/ray_engine.py)."""
+
+    #: null: $RAY_ADDRESS if set, else a local Ray started for the run; e.g. "auto", "ray://head:10001"
+    address: str | None = None
+    #: 0: one actor per GPU when the cluster has GPUs, else one per cpus_per_actor CPUs
+    actors: int = Field(0, ge=0)
+    cpus_per_actor: float = Field(0, ge=0)  # 0: all CPUs of a local Ray; 4 on a cluster without GPUs
+    gpus_per_actor: float | None = Field(None, ge=0)  # null: 1 when the cluster has GPUs, else 0
+    in_flight_per_actor: int = Field(2, ge=1, le=64)  # batches queued on each actor (backpressure)
+    batch_docs: int = Field(32, ge=1, le=10000)  # documents per actor call
+
+
 class IngestConfig(_Strict):
+    #: local: threads in this process; ray: Ray actors chunk/analyze/embed, this process writes
+    engine: Literal["local", "ray"] = "local"
+    ray: RayConfig = Field(default_factory=RayConfig)
+    #: worker processes that chunk and analyze (0: the reading thread does; measured no faster on 2 cores)
+    workers: int = Field(0, ge=0, le=256)
     batch_size: int = Field(64, ge=1, le=10000)
     max_file_bytes: int = Field(64 * 1024 * 1024, ge=1)
     #: `cjkrag ingest --sync` refuses to delete more than this share of the collection's documents without --yes

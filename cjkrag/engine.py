@@ -183,6 +183,8 @@ class Engine:
         yes: bool = False,
         only_sources: Collection[str] | None = None,
         encoding: str | None = None,
+        engine: str | None = None,
+        ray_address: str | None = None,
     ) -> IngestReport:
         """Ingest files/folders (paths), records (dicts with id, text, title, acl, public, metadata), cjkrag
         Documents and LangChain / LlamaIndex documents (``pipeline/integrations``).
@@ -193,6 +195,8 @@ class Engine:
         of the folders given that are gone (refusing more than ``ingest.sync_max_delete_share`` of the
         collection unless ``yes``); ``dry_run`` writes and deletes nothing and lists what would change.
         ``only_sources``: ingest only documents read from these files (``--retry-failed``).
+        ``engine``: ``local`` or ``ray`` (default ``ingest.engine``); ``ray_address`` overrides
+        ``ingest.ray.address``.
         ``on_progress(docs, chunks)`` gets increments (or, with keyword parameters
         ``docs, chunks, tokens, failed``, all counters).
         """
@@ -210,8 +214,15 @@ class Engine:
         if source_id is not None and not _SOURCE_ID.match(source_id):
             raise InputError(f"--source-id {source_id!r}: use 1-64 letters, digits, '_', '-' or '.'")
         roots: list[str] = []
+        ray = self._ray_options(engine or self.config.ingest.engine, ray_address)
+        reader: Callable[..., Iterator[Any]] | None = None
+        if ray is not None and not dry_run:  # files are read by Ray tasks (started by the job's Ray stages)
+            from cjkrag.ingest.ray_engine import iter_documents_ray
+
+            reader = iter_documents_ray
         items = self._documents(
-            sources, acl=acl, deny=deny, public=public, source_id=source_id, roots=roots, encoding=encoding
+            sources, acl=acl, deny=deny, public=public, source_id=source_id, roots=roots, encoding=encoding,
+            reader=reader,
         )
         if only_sources is not None:
             wanted = set(only_sources)
@@ -236,12 +247,39 @@ class Engine:
             dry_run=dry_run,
             yes=yes,
             max_delete_share=self.config.ingest.sync_max_delete_share,
+            ray=ray,
+            prep_workers=self.config.ingest.workers if ray is None else 0,
+            worker_config=self._worker_config(),
         )
         report = job.run(items, roots=roots)
         report.run = {"roots": roots, "source_id": source_id or "", "acl": list(acl), "deny": list(deny),
                       "public": public, "sync": sync}  # fmt: skip
         log.info("ingest: %s", report.summary())
         return report
+
+    def _worker_config(self) -> dict[str, Any]:
+        """What worker processes / Ray actors need to build the same models (no store credentials)."""
+        return self.config.model_dump(mode="json", include={"embedding", "chunking", "analyzer"})
+
+    def _ray_options(self, engine: str, address: str | None) -> Any:
+        if engine == "local":
+            if address:
+                raise ConfigError("--ray-address is for --engine ray")
+            return None
+        if engine != "ray":
+            raise ConfigError(f"--engine {engine!r}: use local or ray")
+        from cjkrag.ingest.ray_engine import RayOptions
+
+        r = self.config.ingest.ray
+        return RayOptions(
+            config=self._worker_config(),
+            address=address or r.address,
+            actors=r.actors,
+            cpus_per_actor=r.cpus_per_actor,
+            gpus_per_actor=r.gpus_per_actor,
+            in_flight_per_actor=r.in_flight_per_actor,
+            batch_docs=r.batch_docs,
+        )
 
     def analyzer_tag(self) -> str:
         return self.config.analyzer_tag()
@@ -256,6 +294,7 @@ class Engine:
         source_id: str | None = None,
         roots: list[str] | None = None,
         encoding: str | None = None,
+        reader: Callable[..., Iterator[Any]] | None = None,
     ) -> Iterator[tuple[Origin, Any]]:
         """(origin, document or read failure) for every source; ``roots`` collects the paths given."""
         from cjkrag.ingest.job import Origin
@@ -286,7 +325,7 @@ class Engine:
             if roots is not None:
                 roots.append(root)
             origin = Origin(root, source_id or "")
-            for item in iter_documents(
+            for item in (reader or iter_documents)(
                 [p],
                 default_acl=acl,
                 default_deny=deny,

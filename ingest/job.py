@@ -12,13 +12,16 @@ Correct by construction (see ``ingest/manifest.py`` for the write protocol):
 
 Stages overlap: this thread reads, looks up, chunks and analyzes; one thread embeds (token-budget batches
 of length-sorted chunks); one thread writes (batched upserts, stale deletes, manifest commits). Queues
-between them are bounded, so memory stays flat on a corpus of any size.
+between them are bounded, so memory stays flat on a corpus of any size. With ``prep_workers`` chunking and
+analysis run in worker processes (ingest/pool.py); with ``ray`` Ray actors chunk, analyze and embed
+(ingest/ray_engine.py). Either way they run :meth:`IngestJob.fill`, and this process stays the only writer.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -102,6 +105,17 @@ class IngestJob:
     max_delete_share: float = 0.5  # --sync refuses to delete more than this share of documents without yes
     yes: bool = False
     queue_docs: int = 64  # bounded queues between stages, in documents
+    #: None: this process runs every stage; a RayOptions: Ray workers chunk, analyze and embed, this process
+    #: (the single writer) upserts and commits the manifest (ingest/ray_engine.py)
+    ray: Any = None
+    #: > 0: this many worker processes chunk and analyze (ingest/pool.py), so that work leaves the embedding
+    #: process; needs worker_config. 0: the reading thread does it
+    prep_workers: int = 0
+    worker_config: dict[str, Any] | None = None  # embedding/chunking/analyzer config for workers to rebuild models
+
+    @property
+    def remote_prep(self) -> bool:
+        return self.ray is not None or self.prep_workers > 0
 
     def __post_init__(self) -> None:
         if self.manifest is None:
@@ -119,14 +133,12 @@ class IngestJob:
 
         ``roots``: the folders/files given, resolved; with ``sync`` their documents not seen are deleted.
         """
-        from cjkrag.ingest.stages import Stages
-
         report = IngestReport(dry_run=self.dry_run)
         t0 = time.perf_counter()
         if not self.dry_run:
             self.store.ensure_collection(self.embedder.dim)
             self._reconcile()
-        stages = None if self.dry_run else Stages(self, report)
+        stages = None if self.dry_run else self._stages(report)
         seen: set[str] = set()
         failed_sources: set[str] = set()
         prep_s = 0.0
@@ -157,6 +169,19 @@ class IngestJob:
         report.stages["prepare"] = prep_s
         report.seconds = time.perf_counter() - t0
         return report
+
+    def _stages(self, report: IngestReport) -> Any:
+        if self.ray is None and self.prep_workers > 0:
+            from cjkrag.ingest.pool import PoolStages
+
+            return PoolStages(self, report)
+        if self.ray is None:
+            from cjkrag.ingest.stages import Stages
+
+            return Stages(self, report)
+        from cjkrag.ingest.ray_engine import RayStages
+
+        return RayStages(self, report, self.ray)
 
     @property
     def _m(self) -> Manifest:
@@ -249,21 +274,39 @@ class IngestJob:
         if self.dry_run:
             report.planned_writes.append(doc.id)
             return None
-        chunks = self._chunks_for(doc)
-        if not chunks:
+        entry = Entry(doc.id, origin.root, origin.source_id, doc.source, chash, ahash, self.versions, [])
+        work = Work(doc, entry, old, [], [], [], document_hash(doc, settings=_settings(self.versions)), origin=origin)
+        if self.remote_prep:  # the Ray engine: its workers chunk, analyze and embed (see ingest/ray_engine.py)
+            return work
+        self.fill(work)
+        return self.finish_plan(work, report)
+
+    def fill(self, work: Work) -> None:
+        """Chunk, build the embedded passages and the keywords, name the chunks (pure: no store, no manifest)."""
+        doc = work.doc
+        work.chunks = self._chunks_for(doc)
+        work.passages = self._passages_for(doc, work.chunks)
+        work.keywords = self.analyzer.analyze_many([keyword_text(doc, c) for c in work.chunks],
+                                                   [doc.language] * len(work.chunks))  # fmt: skip
+        work.entry.chunk_ids = [chunk_id(doc.id, c.index, c.text) for c in work.chunks]
+
+    def vectors_reusable(self, work: Work) -> bool:
+        """Same text, chunker and model as stored: the stored vectors can be read back instead of embedding."""
+        old, v = work.old, self.versions
+        assert v is not None
+        return (
+            old is not None and old.complete and old.content_hash == work.entry.content_hash
+            and (old.versions.model, old.versions.chunker) == (v.model, v.chunker)
+        )  # fmt: skip
+
+    def finish_plan(self, work: Work, report: IngestReport) -> Work | None:
+        """After :meth:`fill`: a document without text is reported; stored vectors are reused when they can be."""
+        if not work.chunks:
+            doc = work.doc
             report.failures.append(Failure(_label(doc), "document has no text", "nothing to index", "skipped",
-                                           doc_id=doc.id, path=_file_of(doc.source), root=origin.root))  # fmt: skip
+                                           doc_id=doc.id, path=_file_of(doc.source), root=work.origin.root))  # fmt: skip
             return None
-        passages = self._passages_for(doc, chunks)
-        keywords = self.analyzer.analyze_many([keyword_text(doc, c) for c in chunks], [doc.language] * len(chunks))
-        ids = [chunk_id(doc.id, c.index, c.text) for c in chunks]
-        entry = Entry(doc.id, origin.root, origin.source_id, doc.source, chash, ahash, self.versions, ids)
-        work = Work(doc, entry, old, chunks, passages, keywords,
-                    document_hash(doc, settings=_settings(self.versions)), origin=origin)  # fmt: skip
-        if (
-            old is not None and old.complete and old.content_hash == chash
-            and (old.versions.model, old.versions.chunker) == (self.versions.model, self.versions.chunker)
-        ):  # fmt: skip
+        if not work.reused and self.vectors_reusable(work):
             self._reuse_vectors(work)
         return work
 
@@ -335,10 +378,38 @@ def delete_documents(store: VectorStore, manifest: Manifest, doc_ids: Sequence[s
         return 0
     known = manifest.get_many(ids)
     manifest.mark_deleting(ids)
+    crash_point("delete:marked")
     for i in range(0, len(ids), 1024):
         store.delete(filters=Condition("doc_id", "in", ids[i : i + 1024]))
+        crash_point("delete:batch")
     manifest.remove(ids)
     return sum(len(e.known_ids()) for e in known.values())
+
+
+def fill_works(job: IngestJob, works: Sequence[Work]) -> dict[int, tuple[str, str]]:
+    """``job.fill`` each work (in a worker process or a Ray actor); {index: (error, fix)} for those that failed."""
+    broken: dict[int, tuple[str, str]] = {}
+    for i, w in enumerate(works):
+        try:
+            job.fill(w)
+        except CjkragError as exc:
+            broken[i] = (str(exc), _fix_for(exc))
+        except Exception as exc:
+            broken[i] = (f"{type(exc).__name__}: {exc}", "report this as a bug, with the file")
+    return broken
+
+
+def crash_point(name: str) -> None:
+    """A deterministic crash for the kill tests: with ``CJKRAG_TEST_CRASH_AT=name`` this process dies here
+    by SIGKILL (with its process group when it leads one, so an embedded store's server dies too)."""
+    if os.environ.get("CJKRAG_TEST_CRASH_AT") != name:
+        return
+    import signal
+
+    log.warning("CJKRAG_TEST_CRASH_AT=%s: killing this process now", name)
+    if os.getpgid(0) == os.getpid():
+        os.killpg(0, signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _settings(v: Versions) -> str:

@@ -32,6 +32,7 @@ class IngestReport:
     reused: int = 0  # of the documents written: vectors reused (access/analyzer change only, no re-embedding)
     chunks: int = 0  # chunks written
     tokens: int = 0  # tokens embedded
+    padded_tokens: int = 0  # positions the forward passes computed (tokens + padding of each batch)
     deleted_chunks: int = 0  # stale chunks removed after a document changed
     deleted_documents: list[str] = field(default_factory=list)  # --sync / delete
     planned_writes: list[str] = field(default_factory=list)  # --dry-run: would be written
@@ -76,6 +77,7 @@ class IngestReport:
             "reused": self.reused,
             "chunks": self.chunks,
             "tokens": self.tokens,
+            "padded_tokens": self.padded_tokens,
             "deleted_chunks": self.deleted_chunks,
             "deleted_documents": self.deleted_documents,
             "dry_run": self.dry_run,

@@ -19,6 +19,7 @@ from cjkrag.errors import StoreError, StoreUnavailable
 from cjkrag.ingest.records import build_records
 
 if TYPE_CHECKING:
+    from cjkrag.ingest.embedding.protocol import Embedder
     from cjkrag.ingest.job import IngestJob, Work
     from cjkrag.ingest.report import IngestReport
 
@@ -98,6 +99,20 @@ class Stages:
             n += len(more.chunks)
         return batch, False
 
+    def _gather_docs(self, q: queue.Queue[Any], first: Work, max_docs: int,
+                     max_chars: int = 200_000) -> tuple[list[Work], bool]:  # fmt: skip
+        """``first`` plus what is already queued, up to ``max_docs`` documents / ``max_chars`` of text."""
+        batch, chars = [first], len(first.doc.text)
+        while len(batch) < max_docs and chars < max_chars:
+            more = self._get(q, block=False)
+            if more is None:
+                break
+            if more is _END:
+                return batch, True
+            batch.append(more)
+            chars += len(more.doc.text)
+        return batch, False
+
     def _guarded(self, loop: Any) -> None:
         try:
             loop()
@@ -126,40 +141,14 @@ class Stages:
         self._put(self.q_write, _END)
 
     def _embed(self, works: list[Work]) -> list[Work]:
-        todo = [(w, i) for w in works if not w.reused for i in range(len(w.chunks))]
-        for w in works:
-            if not w.reused:
-                w.vectors = [None] * len(w.chunks)
-        todo.sort(key=lambda wi: wi[0].chunks[wi[1]].token_count)
-        broken: dict[int, str] = {}
-        tokens = 0
-        for batch in _token_batches(todo, self.job.token_budget):
-            alive = [(w, i) for w, i in batch if id(w) not in broken]
-            if not alive:
-                continue
-            try:
-                vecs = self.job.embedder.embed_passages([w.passages[i] for w, i in alive])
-            except Exception as exc:  # isolate the bad document: retry document by document
-                log.info("embedding batch failed (%s); retrying document by document", exc)
-                for w in {id(w): w for w, _ in alive}.values():
-                    mine = [(ww, i) for ww, i in alive if ww is w]
-                    try:
-                        v = self.job.embedder.embed_passages([w.passages[i] for _, i in mine])
-                    except Exception as exc2:
-                        broken[id(w)] = f"embedding failed: {type(exc2).__name__}: {exc2}"
-                        continue
-                    for (_, i), row in zip(mine, v, strict=True):
-                        w.vectors[i] = row
-                continue
-            for (w, i), row in zip(alive, vecs, strict=True):
-                w.vectors[i] = row
-            tokens += sum(w.chunks[i].token_count for w, i in alive)
+        tokens, padded, broken = embed_works(self.job.embedder, works, self.job.token_budget)
         self.report.tokens += tokens
+        self.report.padded_tokens += padded
         self.job.progress_update(tokens=tokens)
         ready = []
         for w in works:
             if id(w) in broken:
-                self._fail(w, broken[id(w)], "check the model and the document's text; it is retried next run")
+                self._fail(w, broken[id(w)], EMBED_FIX)
             else:
                 ready.append(w)
         return ready
@@ -235,21 +224,73 @@ class Stages:
             self.job.store.upsert(buf)
 
 
+EMBED_FIX = "check the model and the document's text; it is retried next run"
 _RETRY = "the document was not counted as stored: it is redone on the next run (or --retry-failed REPORT)"
 
 
-def _token_batches(items: list[tuple[Work, int]], budget: int) -> list[list[tuple[Work, int]]]:
-    """Cut length-sorted chunks into batches whose padded size (count x longest) stays within ``budget``."""
+def _token_batches(items: list[tuple[Work, int]], budget: int, max_count: int | None = None,
+                   max_waste: float = 1.0) -> list[list[tuple[Work, int]]]:  # fmt: skip
+    """Cut length-sorted (ascending) chunks into batches whose padded size (count x longest) stays within
+    ``budget``, of at most ``max_count`` chunks (the embedder's own batch size: one forward pass each), and
+    whose padding stays under ``max_waste`` of the padded size (padding is computed like real tokens)."""
     out: list[list[tuple[Work, int]]] = []
     cur: list[tuple[Work, int]] = []
-    longest = 0
+    longest = real = 0
     for w, i in items:
         t = max(1, w.chunks[i].token_count)
-        if cur and (len(cur) + 1) * max(longest, t) > budget:
-            out.append(cur)
-            cur, longest = [], 0
+        if cur:
+            n, top = len(cur) + 1, max(longest, t)
+            if n * top > budget or (max_count and n > max_count) or (n * top - real - t) > max_waste * n * top:
+                out.append(cur)
+                cur, longest, real = [], 0, 0
         cur.append((w, i))
         longest = max(longest, t)
+        real += t
     if cur:
         out.append(cur)
     return out
+
+
+#: largest share of padding in an embedding batch: the forward pass computes padded positions like real
+#: tokens, so a batch that mixes a 60-token chunk with a 500-token one pays for 440 tokens of nothing
+PAD_WASTE = 0.15
+
+
+def embed_works(embedder: Embedder, works: Sequence[Work], token_budget: int,
+                max_waste: float | None = None) -> tuple[int, int, dict[int, str]]:  # fmt: skip
+    """Embed the chunks of ``works`` not reusing stored vectors, in batches of length-sorted chunks cut by
+    the token budget, the embedder's batch size and the padding share. Returns (tokens embedded, padded
+    tokens computed, {id(work): error} for the documents whose embedding failed: a failed batch is
+    retried document by document, so one bad document fails alone)."""
+    todo = [(w, i) for w in works if not w.reused for i in range(len(w.chunks))]
+    for w in works:
+        if not w.reused:
+            w.vectors = [None] * len(w.chunks)
+    todo.sort(key=lambda wi: wi[0].chunks[wi[1]].token_count)
+    broken: dict[int, str] = {}
+    tokens = padded = 0
+    size = getattr(embedder, "batch_size", None)
+    waste = PAD_WASTE if max_waste is None else max_waste
+    for batch in _token_batches(todo, token_budget, size if isinstance(size, int) else None, waste):
+        alive = [(w, i) for w, i in batch if id(w) not in broken]
+        if not alive:
+            continue
+        try:
+            vecs = embedder.embed_passages([w.passages[i] for w, i in alive])
+        except Exception as exc:  # isolate the bad document: retry document by document
+            log.info("embedding batch failed (%s); retrying document by document", exc)
+            for w in {id(w): w for w, _ in alive}.values():
+                mine = [(ww, i) for ww, i in alive if ww is w]
+                try:
+                    v = embedder.embed_passages([w.passages[i] for _, i in mine])
+                except Exception as exc2:
+                    broken[id(w)] = f"embedding failed: {type(exc2).__name__}: {exc2}"
+                    continue
+                for (_, i), row in zip(mine, v, strict=True):
+                    w.vectors[i] = row
+            continue
+        for (w, i), row in zip(alive, vecs, strict=True):
+            w.vectors[i] = row
+        tokens += sum(w.chunks[i].token_count for w, i in alive)
+        padded += len(alive) * max(w.chunks[i].token_count for w, i in alive)
+    return tokens, padded, broken

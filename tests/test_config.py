@@ -67,7 +67,7 @@ def test_import_cjkrag_is_light() -> None:
     code = (
         "import sys, cjkrag, cjkrag.config, cjkrag.types, cjkrag.errors; cjkrag.open();"
         "heavy = [m for m in ('torch', 'pymilvus', 'transformers', 'sentence_transformers', 'qdrant_client',"
-        " 'weaviate', 'elasticsearch', 'fastapi') if m in sys.modules]; print(heavy)"
+        " 'weaviate', 'elasticsearch', 'fastapi', 'ray') if m in sys.modules]; print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -144,3 +144,22 @@ def test_search_returns_offsets_into_the_source(fake_engine: Any, mode: str) -> 
     for h in hits:
         assert texts[h.doc_id][h.start : h.end] == h.text
         assert h.doc_id != "hr-1"
+
+
+def test_embedding_batches_bound_budget_count_and_padding() -> None:
+    from types import SimpleNamespace
+
+    from cjkrag.ingest.stages import _token_batches
+
+    lengths = [5, 6, 6, 7, 40, 41, 42, 43, 44, 300, 310, 512]
+    w = SimpleNamespace(chunks=[SimpleNamespace(token_count=t) for t in lengths])
+    items: list[Any] = [(w, i) for i in range(len(lengths))]
+    batches = _token_batches(items, budget=1024, max_count=4, max_waste=0.15)
+    assert [i for b in batches for _, i in b] == list(range(len(lengths)))  # order kept, nothing lost
+    for b in batches:
+        ts = [lengths[i] for _, i in b]
+        assert (len(b) <= 4 and len(b) * max(ts) <= 1024) or len(b) == 1
+        assert len(b) == 1 or len(b) * max(ts) - sum(ts) <= 0.15 * len(b) * max(ts)  # padding under 15%
+    assert [[lengths[i] for _, i in b] for b in batches] == [[5, 6, 6, 7], [40, 41, 42, 43], [44], [300, 310], [512]]
+    # without the padding cap, short and long chunks share a batch (the old behaviour)
+    assert len(_token_batches(items, budget=10**6)) == 1
