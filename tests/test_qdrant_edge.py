@@ -136,7 +136,7 @@ def test_bm25_avgdl_auto_is_fixed_by_the_first_batch_and_recorded(tmp_path: Path
         reopened.close()
     other = QdrantStore("avg", mode=mode, path=tmp_path, bm25_avgdl=256)
     try:
-        with pytest.raises(StoreError, match="BM25 average length is 4.0 in the collection but 256.0 here"):
+        with pytest.raises(StoreError, match=r"BM25 average length is 4\.0 in the collection but 256\.0 here"):
             other.ensure_collection(DIM)
     finally:
         other.close()
