@@ -8,8 +8,10 @@ defensive post-check with the reference evaluator drops (and logs) anything that
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -18,16 +20,35 @@ from cjkrag.errors import ConfigError
 from cjkrag.types import Hit, StoredHit
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from cjkrag.config import RetrievalConfig
     from cjkrag.connectors.protocol import VectorStore
     from cjkrag.ingest.embedding.protocol import Embedder
     from cjkrag.pipeline.analyzer import CJKAnalyzer
+    from cjkrag.pipeline.query_cache import QueryEmbeddingCache
     from cjkrag.pipeline.rerank import Reranker
 
 log = logging.getLogger("cjkrag.search")
 
 _drops_lock = threading.Lock()
 _post_check_drops = 0
+
+
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+
+
+def _workers() -> ThreadPoolExecutor:
+    """The process-wide pool for the keyword side of hybrid searches (bounded: queued when all are busy).
+
+    Its tasks never wait on anything but the store, so a full pool only delays, never deadlocks."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=min(32, 4 * (os.cpu_count() or 1)),
+                                       thread_name_prefix="cjkrag-keyword")  # fmt: skip
+        return _pool
 
 
 def post_check_drops() -> int:
@@ -46,6 +67,12 @@ class SearchPipeline:
     retrieval: RetrievalConfig
     reranker: Reranker | None = None
     rerank_top_n: int = 50
+    #: LRU of query vectors (``retrieval.query_cache_size``); None: every query is embedded
+    query_cache: QueryEmbeddingCache | None = None
+    #: hybrid: keyword side on a worker thread while the query is embedded (``retrieval.concurrent``)
+    concurrent: bool = True
+    #: replaces ``embedder.embed_queries`` (the HTTP service's micro-batcher); same vectors, batched
+    embed_queries: Callable[[list[str]], np.ndarray] | None = None
 
     def search(
         self,
@@ -71,19 +98,7 @@ class SearchPipeline:
             raise ConfigError("rerank was asked for but no reranker is configured: set rerank.model in the config")
         depth = max(top_k, self.retrieval.candidates, self.rerank_top_n if use_rerank else 0)
 
-        runs: dict[str, list[StoredHit]] = {}
-        vector = self.embedder.embed_queries([query])[0].tolist() if mode in ("hybrid", "dense") else None
-        terms = self.analyzer.analyze_query(query, language) if mode in ("hybrid", "keyword") else None
-        both = getattr(self.store, "search_hybrid", None)
-        if vector is not None and terms and both is not None:
-            # one filter translation (and, on Milvus Lite, one round of NOT resolution) for both retrievers
-            runs["dense"], runs["keyword"] = both(vector, terms, depth, combined)
-        else:
-            if vector is not None:
-                runs["dense"] = self.store.search_dense(vector, depth, combined)
-            if terms is not None:
-                runs["keyword"] = self.store.search_keyword(terms, depth, combined) if terms else []
-
+        runs = self._retrieve(query, mode, depth, combined, language)
         by_id: dict[str, StoredHit] = {}
         for run in runs.values():
             for stored in run:
@@ -93,6 +108,60 @@ class SearchPipeline:
             ranked = self._rerank(query, ranked)
         visible = [h for h in ranked if self._visible(access, by_id[h.chunk_id])]
         return visible[:top_k]
+
+    def query_vector(self, query: str) -> list[float]:
+        """The query's embedding: from the LRU cache, else from ``embed_queries`` (the service's
+        micro-batcher) or the embedder."""
+        embed = self.embed_queries or self.embedder.embed_queries
+        if self.query_cache is None:
+            return [float(x) for x in embed([query])[0]]
+        prefix = str(getattr(self.embedder, "query_prefix", ""))
+        vector = self.query_cache.get_many(self.embedder.name, prefix, [query], embed)[0]
+        return [float(x) for x in vector]
+
+    def _retrieve(
+        self, query: str, mode: str, depth: int, combined: FilterNode | None, language: str | None
+    ) -> dict[str, list[StoredHit]]:
+        """Dense and/or keyword candidates under ONE preparation of the filter (access clause included).
+
+        Hybrid with ``concurrent``: the keyword side (filter preparation, analysis, BM25 search) runs on a
+        worker thread while this thread embeds the query; the dense search then reuses the prepared
+        filter. Same calls, same arguments as sequentially: only the overlap differs (the tests compare).
+        """
+        store = self.store
+        prepare = getattr(store, "prepare_filter", None)
+        dense, keyword = mode in ("hybrid", "dense"), mode in ("hybrid", "keyword")
+
+        def keyword_run(flt: Any) -> list[StoredHit]:
+            terms = self.analyzer.analyze_query(query, language)
+            return store.search_keyword(terms, depth, flt) if terms else []
+
+        if dense and keyword and self.concurrent:
+            prepared: Future[Any] = Future()
+
+            def keyword_side() -> list[StoredHit]:
+                try:
+                    flt = prepare(combined) if prepare is not None else combined
+                except BaseException as exc:
+                    prepared.set_exception(exc)
+                    raise
+                prepared.set_result(flt)
+                return keyword_run(flt)
+
+            side = _workers().submit(keyword_side)
+            try:
+                vector = self.query_vector(query)
+                dense_run = store.search_dense(vector, depth, prepared.result())
+            finally:
+                keyword_hits = side.result()  # never leave the worker running past this call
+            return {"dense": dense_run, "keyword": keyword_hits}
+        flt = prepare(combined) if prepare is not None else combined
+        runs: dict[str, list[StoredHit]] = {}
+        if dense:
+            runs["dense"] = store.search_dense(self.query_vector(query), depth, flt)
+        if keyword:
+            runs["keyword"] = keyword_run(flt)
+        return runs
 
     def _fuse(self, runs: dict[str, list[StoredHit]], by_id: dict[str, StoredHit]) -> list[Hit]:
         from cjkrag.pipeline.fusion import fuse

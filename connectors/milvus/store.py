@@ -40,6 +40,7 @@ import threading
 import types
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -110,6 +111,14 @@ def _import_milvus_lite() -> None:
             del sys.modules["pkg_resources"]
 
 
+@dataclass(frozen=True)
+class PreparedExpr:
+    """A filter already translated to a Milvus expression by ``store`` (see :meth:`MilvusStore.prepare_filter`)."""
+
+    store: MilvusStore
+    expr: str
+
+
 class MilvusStore:
     """A cjkrag collection in Milvus (server or Lite file). Light to build; connects in :meth:`warm_up`."""
 
@@ -121,6 +130,7 @@ class MilvusStore:
         token: str | None = None,
         db_name: str | None = None,
         consistency: str = "Strong",
+        search_consistency: str = "auto",
     ) -> None:
         if not uri:
             raise ConfigError(
@@ -136,6 +146,10 @@ class MilvusStore:
         self.token = token
         self.db_name = db_name
         self.consistency = consistency
+        #: consistency level of searches (see MilvusConfig.search_consistency); writes' re-reads stay Strong
+        self.search_consistency = (
+            search_consistency if search_consistency != "auto" else ("Strong" if is_lite_uri(uri) else "Bounded")
+        )
         self._client: Any = None
         self._lock = threading.Lock()
         self._alias = f"cjkrag-{uuid.uuid4().hex[:12]}"
@@ -363,12 +377,16 @@ class MilvusStore:
             )
 
     # -- reads ----------------------------------------------------------------------------------------------
-    def _expr(self, filters: FilterNode | None) -> str:
+    def _expr(self, filters: FilterNode | PreparedExpr | None) -> str:
         """The Milvus expression of a filter: translated (Lite: without NOT), parameters inlined.
 
         On Lite, what has no complement is resolved to chunk ids first (:meth:`_lite_expr`). Called ONCE per
         query: a hybrid search computes it once for both retrievers (:meth:`search_hybrid`).
         """
+        if isinstance(filters, PreparedExpr):
+            if filters.store is not self:
+                raise StoreError("a prepared filter is valid only for the store that prepared it")
+            return filters.expr
         if filters is None:
             return ""
         if not is_lite_uri(self.uri):
@@ -476,12 +494,22 @@ class MilvusStore:
         if top_k > MAX_TOP_K:
             raise StoreError(f"top_k={top_k} is over Milvus' limit of {MAX_TOP_K}: ask for fewer hits")
 
+    def prepare_filter(self, filters: FilterNode | None) -> PreparedExpr:
+        """The filter translated once (Lite: NOT resolved once), for several searches of one query.
+
+        The search pipeline calls it once per query and passes the result to both ``search_dense`` and
+        ``search_keyword`` (which also take plain filter nodes); it is valid only for this store.
+        """
+        return PreparedExpr(self, self._expr(filters))
+
     def search_dense(
-        self, vector: Sequence[float], top_k: int, filters: FilterNode | None
+        self, vector: Sequence[float], top_k: int, filters: FilterNode | PreparedExpr | None
     ) -> list[StoredHit]:
         return self._search_dense_expr(vector, top_k, self._expr(filters))
 
-    def search_keyword(self, terms: Sequence[str], top_k: int, filters: FilterNode | None) -> list[StoredHit]:
+    def search_keyword(
+        self, terms: Sequence[str], top_k: int, filters: FilterNode | PreparedExpr | None
+    ) -> list[StoredHit]:
         return self._search_keyword_expr(terms, top_k, self._expr(filters))
 
     def search_hybrid(
@@ -539,7 +567,7 @@ class MilvusStore:
             filter=expr,
             search_params=params,
             output_fields=list(OUTPUT_FIELDS),
-            consistency_level=self.consistency,
+            consistency_level=self.search_consistency,
         )
         hits: list[StoredHit] = []
         for hit in result[0] if result else []:
