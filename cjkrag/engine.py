@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from cjkrag.pipeline.analyzer import CJKAnalyzer
     from cjkrag.pipeline.rerank import Reranker
     from cjkrag.pipeline.search import SearchPipeline
+    from cjkrag.service.batching import MicroBatcher
 
 log = logging.getLogger("cjkrag")
 
@@ -130,17 +131,38 @@ class Engine:
     @property
     def pipeline(self) -> SearchPipeline:
         if self._pipeline is None:
+            from cjkrag.pipeline.query_cache import QueryEmbeddingCache
             from cjkrag.pipeline.search import SearchPipeline
 
+            r = self.config.retrieval
             self._pipeline = SearchPipeline(
                 store=self.store,
                 embedder=self.embedder,
                 analyzer=self.analyzer,
-                retrieval=self.config.retrieval,
+                retrieval=r,
                 reranker=self.reranker,
                 rerank_top_n=self.config.rerank.top_n,
+                query_cache=QueryEmbeddingCache(r.query_cache_size) if r.query_cache_size else None,
+                concurrent=r.concurrent,
             )
         return self._pipeline
+
+    def enable_query_batching(self, *, max_batch: int = 32, max_wait_ms: float = 2.0,
+                              max_queue: int = 256) -> MicroBatcher[str]:  # fmt: skip
+        """Embed the queries of concurrent ``search`` calls together, in micro-batches (the HTTP service).
+
+        Only the query embedding is shared: each call's access filter, store searches and post-check stay
+        its own. Vectors are the same as unbatched (same model, same inputs); the cache still comes first.
+        """
+        from cjkrag.service.batching import MicroBatcher
+
+        pipeline = self.pipeline
+        batcher: MicroBatcher[str] = MicroBatcher(
+            self.embedder.embed_queries, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
+            name="query-embedding",
+        )  # fmt: skip
+        pipeline.embed_queries = batcher.submit
+        return batcher
 
     def warm_up(self) -> None:
         """Load models and connect to the store now (the service calls this once at start)."""
