@@ -96,7 +96,10 @@ class SearchPipeline:
         use_rerank = self.reranker is not None if rerank is None else rerank
         if use_rerank and self.reranker is None:
             raise ConfigError("rerank was asked for but no reranker is configured: set rerank.model in the config")
-        depth = max(top_k, self.retrieval.candidates, self.rerank_top_n if use_rerank else 0)
+        # candidates are per retriever, for fusion/rerank: one retriever without rerank is ranked as the
+        # store ranks it, so its top_k are the answer (exact indexes: the same top_k as from a deeper list)
+        single = mode != "hybrid" and not use_rerank
+        depth = top_k if single else max(top_k, self.retrieval.candidates, self.rerank_top_n if use_rerank else 0)
 
         runs = self._retrieve(query, mode, depth, combined, language)
         by_id: dict[str, StoredHit] = {}
