@@ -32,8 +32,10 @@ imports ``pkg_resources`` (gone from recent setuptools), so a stand-in is provid
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import logging
+import os
 import re
 import sys
 import threading
@@ -90,6 +92,38 @@ _lite_users: dict[str, int] = {}
 
 def is_lite_uri(uri: str) -> bool:
     return not uri.lower().startswith(_SERVER_SCHEMES)
+
+
+#: the OpenMP wait policy of the Milvus Lite server process (override: CJKRAG_LITE_OMP_WAIT_POLICY; empty =
+#: inherit this process's environment). See cjkrag/__init__.py and benchmarks/thread_policy.py.
+LITE_OMP_WAIT_POLICY = "PASSIVE"
+
+
+@contextlib.contextmanager
+def _lite_server_env() -> Iterator[None]:
+    """The environment a Milvus Lite server starts with (it copies ``os.environ`` when it starts).
+
+    Its OpenMP threads wait passively: spinning server threads steal the CPU that torch (query embedding,
+    in this process, with its own bounded spin) needs, and the server gains nothing from spinning between
+    searches (measured: benchmarks/thread_policy.py). Set only while the client connects (which starts the
+    server), under the Lite lock; this process's own OpenMP read its settings when it loaded.
+    """
+    policy = os.environ.get("CJKRAG_LITE_OMP_WAIT_POLICY", LITE_OMP_WAIT_POLICY)
+    if not policy:
+        yield
+        return
+    with _lite_lock:
+        saved = {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+        os.environ["OMP_WAIT_POLICY"] = policy
+        os.environ.pop("GOMP_SPINCOUNT", None)
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
 
 def _import_milvus_lite() -> None:
@@ -187,13 +221,14 @@ class MilvusStore:
         if is_lite_uri(self.uri):  # ours, before milvus-lite starts (see connectors/locking.py)
             acquire_store_lock(uri, f"Milvus Lite file {self.uri}")
         try:
-            self._client = pymilvus.MilvusClient(
-                uri=uri,
-                token=self.token or "",
-                db_name=self.db_name or "",
-                timeout=CONNECT_TIMEOUT_S,
-                alias=self._alias,
-            )
+            with _lite_server_env() if is_lite_uri(self.uri) else contextlib.nullcontext():
+                self._client = pymilvus.MilvusClient(
+                    uri=uri,
+                    token=self.token or "",
+                    db_name=self.db_name or "",
+                    timeout=CONNECT_TIMEOUT_S,
+                    alias=self._alias,
+                )
         except Exception as exc:
             if is_lite_uri(self.uri):
                 release_store_lock(uri)
