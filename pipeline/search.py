@@ -109,8 +109,13 @@ class SearchPipeline:
         ranked = self._fuse(runs, by_id)
         if use_rerank and self.reranker is not None and ranked:
             ranked = self._rerank(query, ranked)
-        visible = [h for h in ranked if self._visible(access, by_id[h.chunk_id])]
-        return visible[:top_k]
+        visible: list[Hit] = []
+        for h in ranked:  # post-check what is returned (in order, until top_k): each is checked
+            if self._visible(access, by_id[h.chunk_id]):
+                visible.append(h)
+                if len(visible) == top_k:
+                    break
+        return visible
 
     def query_vector(self, query: str) -> list[float]:
         """The query's embedding: from the LRU cache, else from ``embed_queries`` (the service's
