@@ -132,9 +132,10 @@ class SearchPipeline:
     ) -> dict[str, list[StoredHit]]:
         """Dense and/or keyword candidates under ONE preparation of the filter (access clause included).
 
-        Hybrid with ``concurrent``: the keyword side (filter preparation, analysis, BM25 search) runs on a
-        worker thread while this thread embeds the query; the dense search then reuses the prepared
-        filter. Same calls, same arguments as sequentially: only the overlap differs (the tests compare).
+        With ``concurrent``, while this thread embeds the query a worker thread prepares the filter (on
+        Milvus Lite: the access clause's deny resolution, two store round trips) and, in hybrid mode, runs
+        the keyword side (analysis, BM25 search); the dense search then reuses the prepared filter. Same
+        calls, same arguments as sequentially: only the overlap differs (the tests compare).
         """
         store = self.store
         prepare = getattr(store, "prepare_filter", None)
@@ -144,25 +145,28 @@ class SearchPipeline:
             terms = self.analyzer.analyze_query(query, language)
             return store.search_keyword(terms, depth, flt) if terms else []
 
-        if dense and keyword and self.concurrent:
+        if dense and self.concurrent and (keyword or prepare is not None):
             prepared: Future[Any] = Future()
 
-            def keyword_side() -> list[StoredHit]:
+            def side() -> list[StoredHit] | None:
                 try:
                     flt = prepare(combined) if prepare is not None else combined
                 except BaseException as exc:
                     prepared.set_exception(exc)
                     raise
                 prepared.set_result(flt)
-                return keyword_run(flt)
+                return keyword_run(flt) if keyword else None
 
-            side = _workers().submit(keyword_side)
+            worker = _workers().submit(side)
             try:
                 vector = self.query_vector(query)
                 dense_run = store.search_dense(vector, depth, prepared.result())
             finally:
-                keyword_hits = side.result()  # never leave the worker running past this call
-            return {"dense": dense_run, "keyword": keyword_hits}
+                keyword_hits = worker.result()  # never leave the worker running past this call
+            both = {"dense": dense_run}
+            if keyword_hits is not None:
+                both["keyword"] = keyword_hits
+            return both
         flt = prepare(combined) if prepare is not None else combined
         runs: dict[str, list[StoredHit]] = {}
         if dense:

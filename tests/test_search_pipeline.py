@@ -110,8 +110,9 @@ def test_post_check_drops_and_logs_what_a_broken_store_leaks(tmp_path: Any, capl
     eng.close()
 
 
-def test_concurrent_hybrid_retrieval_returns_exactly_the_sequential_hits(engine: Any) -> None:
-    """retrieval.concurrent only overlaps the keyword side with the embedding: same hits, scores, ranks."""
+@pytest.mark.parametrize("mode", ["hybrid", "dense"])
+def test_concurrent_retrieval_returns_exactly_the_sequential_hits(engine: Any, mode: str) -> None:
+    """retrieval.concurrent only overlaps filter preparation / keyword side with the embedding: same hits."""
     pipeline = engine.pipeline
     queries = ["首都", "日本の首都", "수도", "API rate limits", "港口城市", "検索エンジン"]
     filters = {"field": "tenant", "operator": "==", "value": "acme"}
@@ -122,7 +123,7 @@ def test_concurrent_hybrid_retrieval_returns_exactly_the_sequential_hits(engine:
             pipeline.concurrent = concurrent
             runs[concurrent] = [
                 [(h.chunk_id, h.score, h.scores, h.ranks) for h in pipeline.search(q, principals=["group:x"], top_k=10,
-                                                                                    filters=f)]
+                                                                                    filters=f, mode=mode)]
                 for q in queries for f in (None, filters)
             ]  # fmt: skip
     finally:
