@@ -10,8 +10,9 @@ client thread sends hybrid ``POST /v1/search`` (top_k 10) with a real CMRC quest
 request (no query-cache hits: each request's query is embedded for real), for ``--requests`` requests or
 ``--seconds`` seconds per level, whichever comes first. Every hit is checked against the access rule of its
 chunk for the key that asked (an ACL leak = a hit that key may not read); errors = any non-200.
-Server variants run one after the other in the same run: ``batching`` (the default settings) and
-``no batching`` (``service.batch_max_size: 1``: one model call per request, the old behaviour).
+Two servers run side by side in the same run, each on its own copy of the collection: ``batching`` (the
+default settings) and ``no batching`` (``service.batch_max_size: 1``: one model call per request, the old
+behaviour); levels alternate between them (1 client on each, then 8 on each, ...).
 Results: ``benchmarks/results/service.json`` (with the load average: the machine may be shared).
 """
 
@@ -21,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import socket
 import statistics
 import subprocess
@@ -185,22 +187,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cjkrag-svc-bench-") as tmp:
         work = Path(tmp)
         queries = build(work / "data", args.chunks)
-        used = 0
-        for name in args.variants:
-            proc, url = start_server(work, work / "data", variants[name])
-            try:
-                levels = []
+        servers: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+        try:
+            for i, name in enumerate(args.variants):  # each server its own copy (a Lite file has one owner)
+                data = work / f"data-{i}"
+                shutil.copytree(work / "data", data)
+                (work / name.replace(" ", "-")).mkdir()
+                servers[name] = start_server(work / name.replace(" ", "-"), data, variants[name])
+            used = 0
+            for name, (_, url) in servers.items():
                 run_level(url, 4, queries[used : used + 20], 20, 30)  # warm-up
                 used += 20
-                for c in args.clients:
+                results["variants"][name] = []
+            for c in args.clients:  # levels interleaved across servers: background load hits both alike
+                for name, (_, url) in servers.items():
                     level = run_level(url, c, queries[used:], args.requests, args.seconds)
                     used += level["requests"]
-                    levels.append(level)
+                    results["variants"][name].append(level)
                     print(f"{name:12} {c:3d} clients: {level['req_per_s']:6.1f} req/s  p50 {level['p50_ms']} ms  "
                           f"p95 {level['p95_ms']} ms  errors {level['errors']}  leaks {level['acl_leaks']}",
                           flush=True)  # fmt: skip
-                results["variants"][name] = levels
-            finally:
+        finally:
+            for proc, _ in servers.values():
                 proc.terminate()
                 proc.wait(30)
     results["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]

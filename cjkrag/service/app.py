@@ -3,6 +3,8 @@
 FastAPI and uvicorn are imported inside :func:`create_app` / :func:`run_server`, so importing this module
 stays light. Models load once, in the lifespan (``engine.warm_up()``); ``/v1/search`` is a sync endpoint,
 so searches run in the threadpool and never block the event loop; the engine is shared read-only.
+Concurrent requests' query embeddings are computed together in micro-batches (:mod:`cjkrag.service.batching`,
+``service.batch_*`` settings); a full batch queue is a 503 ``overloaded`` with ``Retry-After``.
 
 Every search runs with ALL the caller's authenticated principals (see :mod:`cjkrag.service.auth`). The
 optional ``principals`` body field narrows only the allow side (``Engine.search(narrow_to=...)``): a
