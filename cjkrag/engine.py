@@ -152,7 +152,8 @@ class Engine:
         """Embed the queries of concurrent ``search`` calls together, in micro-batches (the HTTP service).
 
         Only the query embedding is shared: each call's access filter, store searches and post-check stay
-        its own. Vectors are the same as unbatched (same model, same inputs); the cache still comes first.
+        its own. Vectors are those of unbatched calls up to float rounding (padding in a batch changes the
+        summation order; the length-sorted batches keep padding small); the cache still comes first.
         """
         from cjkrag.service.batching import MicroBatcher
 
