@@ -151,8 +151,8 @@ class Engine:
                               max_queue: int = 256) -> MicroBatcher[str]:  # fmt: skip
         """Embed the queries of concurrent ``search`` calls together, in micro-batches (the HTTP service).
 
-        Only the query embedding is shared: each call's access filter, store searches and post-check stay
-        its own. Vectors are those of unbatched calls up to float rounding (padding in a batch changes the
+        Only model work is shared (query embeddings; with a reranker, reranks too): each call's access
+        filter, store searches and post-check stay its own. Vectors are those of unbatched calls up to float rounding (padding in a batch changes the
         summation order; the length-sorted batches keep padding small); the cache still comes first.
         """
         from cjkrag.service.batching import MicroBatcher
@@ -163,6 +163,13 @@ class Engine:
             name="query-embedding",
         )  # fmt: skip
         pipeline.embed_queries = batcher.submit
+        score_many = getattr(pipeline.reranker, "score_many", None)
+        if score_many is not None:  # reranks too: every request's (query, candidates) in one model pass
+            reranks: MicroBatcher[tuple[str, list[str]]] = MicroBatcher(
+                score_many, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue, name="rerank"
+            )
+            pipeline.rerank_scores = reranks.submit
+            batcher.companions.append(reranks)
         return batcher
 
     def warm_up(self) -> None:

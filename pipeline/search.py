@@ -73,6 +73,8 @@ class SearchPipeline:
     concurrent: bool = True
     #: replaces ``embedder.embed_queries`` (the HTTP service's micro-batcher); same vectors, batched
     embed_queries: Callable[[list[str]], np.ndarray] | None = None
+    #: (query, passages) requests -> their rerank scores in one model pass (the service's rerank batcher)
+    rerank_scores: Callable[[list[tuple[str, list[str]]]], Sequence[Sequence[float]]] | None = None
 
     def search(
         self,
@@ -201,7 +203,15 @@ class SearchPipeline:
 
     def _rerank(self, query: str, hits: list[Hit]) -> list[Hit]:
         assert self.reranker is not None
-        reranked = self.reranker.rerank(query, hits, lambda h: h.text, self.rerank_top_n)
+        if self.rerank_scores is None:
+            reranked = self.reranker.rerank(query, hits, lambda h: h.text, self.rerank_top_n)
+        else:  # the service's cross-request batcher: Reranker.rerank's contract, scores from the batch
+            from cjkrag.pipeline.rerank import NO_SCORE
+
+            head, tail = hits[: self.rerank_top_n], hits[self.rerank_top_n :]
+            scores = list(self.rerank_scores([(query, [h.text for h in head])])[0])
+            order = sorted(range(len(head)), key=lambda i: -scores[i])
+            reranked = [(head[i], scores[i]) for i in order] + [(h, NO_SCORE) for h in tail]
         out = []
         for i, (hit, score) in enumerate(reranked):
             if i < min(self.rerank_top_n, len(hits)):

@@ -1,4 +1,4 @@
-"""Dynamic micro-batching of model work across concurrent requests (the service's query embeddings).
+"""Dynamic micro-batching of model work across concurrent requests (query embeddings, reranks).
 
 Request threads call :meth:`MicroBatcher.submit` with their own items and block; one worker thread takes
 what is queued (waiting at most ``max_wait_ms`` for more once the first item arrived, up to ``max_batch``
@@ -25,8 +25,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-import numpy as np
-
 log = logging.getLogger("cjkrag.service")
 
 T = TypeVar("T")
@@ -45,11 +43,12 @@ class _Pending(Generic[T]):
 
 
 class MicroBatcher(Generic[T]):
-    """Runs ``fn(all items) -> array (one row per item)`` on the items of concurrent :meth:`submit` calls."""
+    """Runs ``fn(all items) -> one row per item`` (an array or a list) on the items of concurrent
+    :meth:`submit` calls."""
 
     def __init__(
         self,
-        fn: Callable[[list[T]], np.ndarray],
+        fn: Callable[[list[T]], Any],
         *,
         max_batch: int = 32,
         max_wait_ms: float = 2.0,
@@ -72,12 +71,15 @@ class MicroBatcher(Generic[T]):
         self.batches = 0
         self.items = 0
         self.largest_batch = 0
+        #: batchers closed together with this one (the engine's rerank batcher)
+        self.companions: list[MicroBatcher[Any]] = []
 
-    def submit(self, items: Sequence[T]) -> np.ndarray:
-        """The rows of ``fn`` for ``items``, computed together with whatever else is queued."""
+    def submit(self, items: Sequence[T]) -> Any:
+        """The rows of ``fn`` for ``items`` (a slice of what ``fn`` returned: array rows or list items),
+        computed together with whatever else is queued."""
         pending: _Pending[T] = _Pending(list(items))
         if not pending.items:
-            return self.fn([])
+            return self.fn([])[:0]
         with self._cond:
             if self._closed:
                 raise Overloaded(f"{self.name} is shut down")
@@ -94,9 +96,11 @@ class MicroBatcher(Generic[T]):
         pending.done.wait()
         if pending.error is not None:
             raise pending.error
-        return np.asarray(pending.result)
+        return pending.result
 
     def close(self) -> None:
+        for other in self.companions:
+            other.close()
         with self._cond:
             self._closed = True
             self._cond.notify_all()
