@@ -37,6 +37,9 @@ POLICIES: dict[str, tuple[dict[str, str | None], dict[str, str | None]]] = {
     "spin100k/passive": ({"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": "100000"},
                          {"OMP_WAIT_POLICY": "PASSIVE"}),
     "active/active": ({"OMP_WAIT_POLICY": "ACTIVE"}, {"OMP_WAIT_POLICY": "ACTIVE"}),
+    # a thread budget split: torch on one thread, the other core left to the Lite server
+    "passive 1 torch thread/passive": ({"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"},
+                                       {"OMP_WAIT_POLICY": "PASSIVE"}),
 }
 
 
@@ -104,6 +107,7 @@ def main() -> None:
     ap.add_argument("--chunks", type=int, default=10000)
     ap.add_argument("--quick", action="store_true", help="1 round, 15 queries, 2000 chunks")
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "thread_policy.json")
+    ap.add_argument("--policies", nargs="+", choices=list(POLICIES), help="a subset (default: all)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--db", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -114,9 +118,10 @@ def main() -> None:
         args.rounds, args.queries, args.chunks = 1, 15, 2000
     with tempfile.TemporaryDirectory(prefix="cjkrag-threads-") as tmp:
         build(tmp, args.chunks)
-        samples: dict[str, dict[str, list[float]]] = {p: {} for p in POLICIES}
+        chosen = args.policies or list(POLICIES)
+        samples: dict[str, dict[str, list[float]]] = {p: {} for p in chosen}
         for _ in range(args.rounds):
-            for policy in POLICIES:
+            for policy in chosen:
                 out = subprocess.run(
                     [sys.executable, __file__, "--worker", policy, "--db", tmp, "--queries", str(args.queries)],
                     capture_output=True, text=True, timeout=600, check=True,
