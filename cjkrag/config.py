@@ -83,6 +83,9 @@ class EmbeddingConfig(_Strict):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda|mps|cuda:\d+)$")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     batch_size: int = Field(32, ge=1, le=4096)
+    #: CPU threads for query embeddings; 0 = auto: half the cores, at least 1 (the rest is left to the
+    #: store; measured faster, see cjkrag/__init__.py). Passages (ingestion) use torch's default.
+    query_threads: int = Field(0, ge=0, le=1024)
 
 
 class ChunkingConfig(_Strict):

@@ -62,6 +62,8 @@ class Engine:
                     profile=e.profile,
                     precision=e.precision,
                 )
+                if hasattr(emb, "query_threads"):
+                    emb.query_threads = e.query_threads or max(1, _cores() // 2)
                 emb.warm_up()
                 self._embedder = emb
             return self._embedder
@@ -391,6 +393,12 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def open_engine(config: str | Path | Mapping[str, Any] | Config | None = None) -> Engine:

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +174,9 @@ class SentenceTransformerEmbedder:
         #: what runs for queries (one short text per call): measured separately by "auto", else ``precision``
         self.query_precision = "fp32"
         self.query_precision_timings: dict[str, float] = {}
+        #: CPU threads torch uses for query embeddings (None: torch's default, as for passages); the engine
+        #: sets ``embedding.query_threads`` here (see cjkrag/__init__.py for the measurement)
+        self.query_threads: int | None = None
         self.model_ref = model
         self.name = name or model
         self.device_request = device
@@ -219,7 +222,8 @@ class SentenceTransformerEmbedder:
                 # so it is timed on its own (autocast is chosen per call; the weights stay fp32)
                 qprefix = resolve_prefix(dict(getattr(model, "prompts", None) or {}),
                                          self.profile.query_prompt_name, self.profile.query_prefix)  # fmt: skip
-                self.query_precision_timings = measure_cpu_precision(model, qprefix, reps=4, texts=[_QUERY_PROBE])
+                with self._threads(self.query_threads):  # timed as queries will run
+                    self.query_precision_timings = measure_cpu_precision(model, qprefix, reps=4, texts=[_QUERY_PROBE])
                 self.query_precision = pick_cpu_precision(self.query_precision_timings)
                 log.info("embedding precision measured on this CPU (s/batch): passages %s -> %s, queries %s -> %s",
                          {k: round(v, 4) for k, v in self.precision_timings.items()}, self.precision,
@@ -311,7 +315,7 @@ class SentenceTransformerEmbedder:
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         self.warm_up()
-        return self._embed(texts, self.query_prefix, self.query_precision)
+        return self._embed(texts, self.query_prefix, self.query_precision, self.query_threads)
 
     def count_tokens(self, text: str) -> int:
         """Tokens the model sees for ``text`` as a passage (prefix and specials included), untruncated."""
@@ -357,7 +361,7 @@ class SentenceTransformerEmbedder:
                     self._counter = private
         return self._counter
 
-    def _embed(self, texts: Sequence[str], prefix: str, precision: str) -> np.ndarray:
+    def _embed(self, texts: Sequence[str], prefix: str, precision: str, threads: int | None = None) -> np.ndarray:
         if isinstance(texts, str):
             raise TypeError("pass a sequence of strings, not a single string")
         items = list(texts)
@@ -371,7 +375,7 @@ class SentenceTransformerEmbedder:
         out = np.empty((len(items), self.dim), dtype=np.float32)
         batch = self.batch_size
         pos = 0
-        with self._lock:
+        with self._lock, self._threads(threads):
             while pos < len(order):
                 idx = order[pos : pos + batch]
                 try:
@@ -391,6 +395,23 @@ class SentenceTransformerEmbedder:
             norms = np.linalg.norm(out, axis=1, keepdims=True)
             out /= np.maximum(norms, 1e-12)
         return out
+
+    @contextlib.contextmanager
+    def _threads(self, threads: int | None) -> Iterator[None]:
+        """torch's intra-op threads set to ``threads`` for one call on the CPU (under the model lock), then back."""
+        if not threads or (self.device or "cpu") != "cpu":  # None: during warm-up's CPU-only probes
+            yield
+            return
+        import torch
+
+        before = torch.get_num_threads()
+        if before != threads:
+            torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            if before != threads:
+                torch.set_num_threads(before)
 
     def _encode(self, texts: list[str], prefix: str, precision: str) -> np.ndarray:
         import torch
