@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 # (2 shared cores, load average ~10), p50 of one query embedding / a hybrid Engine.search at 10k chunks:
 # PASSIVE 31 / 46 ms; libgomp's default bounded spin 244-357 / 162-320 ms; GOMP_SPINCOUNT=10000 174 / 184
 # ms; ACTIVE 1,212 / 2,366 ms. So passive waiting stays the default (a dedicated machine may do better with
-# a bounded spin: set OMP_WAIT_POLICY / GOMP_SPINCOUNT yourself, before importing cjkrag or torch).
+# a bounded spin: set OMP_WAIT_POLICY / GOMP_SPINCOUNT yourself, before importing cjkrag or torch). The
+# thread budget is split too: query embeddings run on half the cores (embedding.query_threads), which
+# measured 16 / 37 ms instead of 28 / 48 ms in one run (benchmarks/results/thread_policy-split.json).
 # It must be chosen before torch loads, so it is set (as a default the user can override) right here.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
