@@ -80,15 +80,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(work: Path, data_dir: Path, service: dict[str, Any]) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(work: Path, data_dir: Path, overlay: dict[str, Any]) -> tuple[subprocess.Popen[bytes], str]:
     from cjkrag.service import hash_api_key
 
     keys = work / "keys.yaml"
     entries = [{"id": f"k{i}", "hash": hash_api_key(k), "principals": p} for i, (k, p) in enumerate(KEYS.items())]
     keys.write_text(yaml.safe_dump({"keys": entries}), encoding="utf-8")
     cfg = work / "config.yaml"
-    cfg.write_text(yaml.safe_dump({"data_dir": str(data_dir), "collection": "bench",
-                                   "service": {"api_keys_file": str(keys), **service}}), encoding="utf-8")  # fmt: skip
+    service = {"api_keys_file": str(keys), **overlay.get("service", {})}
+    cfg.write_text(yaml.safe_dump({**overlay, "data_dir": str(data_dir), "collection": "bench", "service": service}),
+                   encoding="utf-8")  # fmt: skip
     port = free_port()
     log = (work / f"server-{port}.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "cjkrag.cli", "serve", "--config", str(cfg), "--port", str(port)],
@@ -172,13 +173,19 @@ def main() -> None:
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 16, 32])
     ap.add_argument("--requests", type=int, default=300, help="per level (at most)")
     ap.add_argument("--seconds", type=float, default=30.0, help="per level (at most)")
-    ap.add_argument("--variants", nargs="+", default=["batching", "no batching"])
+    ap.add_argument("--variants", nargs="+", default=["batching", "no batching"],
+                    help="batching | 'no batching' | 'batching, queries on all cores'")
     ap.add_argument("--quick", action="store_true", help="2k chunks, 100 requests / 15 s per level")
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "service.json")
     args = ap.parse_args()
     if args.quick:
         args.chunks, args.requests, args.seconds = 2000, 100, 15.0
-    variants = {"batching": {}, "no batching": {"batch_max_size": 1}}
+    # name -> config overlay of that server
+    variants: dict[str, dict[str, Any]] = {
+        "batching": {},
+        "no batching": {"service": {"batch_max_size": 1}},
+        "batching, queries on all cores": {"embedding": {"query_threads": os.cpu_count() or 1}},
+    }
     results: dict[str, Any] = {
         "machine": f"{platform.machine()} {os.cpu_count()} cores", "chunks": args.chunks,
         "requests_per_level": args.requests, "seconds_per_level": args.seconds,
@@ -192,8 +199,8 @@ def main() -> None:
             for i, name in enumerate(args.variants):  # each server its own copy (a Lite file has one owner)
                 data = work / f"data-{i}"
                 shutil.copytree(work / "data", data)
-                (work / name.replace(" ", "-")).mkdir()
-                servers[name] = start_server(work / name.replace(" ", "-"), data, variants[name])
+                (work / f"server-{i}").mkdir()
+                servers[name] = start_server(work / f"server-{i}", data, variants[name])
             used = 0
             for name, (_, url) in servers.items():
                 run_level(url, 4, queries[used : used + 20], 20, 30)  # warm-up
