@@ -10,7 +10,7 @@ EXTRAS  ?= ray,gpu,milvus,qdrant,weaviate,elasticsearch,service,eval,formats,opt
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test test-slow test-all lint typecheck bench bench-quality clean system-deps
+.PHONY: install demo test test-slow test-all lint typecheck bench bench-query bench-quality clean system-deps
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -51,6 +51,13 @@ lint: install
 bench: install
 	$(PY) benchmarks/chunking.py
 	$(PY) benchmarks/analyzer.py
+
+# Query latency vs LangChain, service throughput, the OpenMP policy (README "Query speed"); QUICK=1: smoke run
+bench-query: install
+	$(PY) -m pip install -e '.[bench]' && $(PY) -m pip install --no-deps 'langchain-huggingface>=1.0'
+	$(PY) benchmarks/thread_policy.py $(if $(QUICK),--quick)
+	$(PY) benchmarks/query.py $(if $(QUICK),--quick)
+	$(PY) benchmarks/service.py $(if $(QUICK),--quick)
 
 # Retrieval quality on every shared set (slow on a CPU: each corpus is embedded once into its own store).
 BEIR_OUT ?= cjkrag-data/beir

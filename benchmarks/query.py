@@ -1,12 +1,13 @@
 """Query latency: ``Engine.search`` per mode vs the plain LangChain pipeline, same data, same model, same run.
 
-    python benchmarks/query.py                                   # 10k chunks, 100 queries
-    python benchmarks/query.py --chunks 10000 100000 --queries 200 --json benchmarks/results/query.json
+    python benchmarks/query.py            # 10k and 100k chunks, Milvus Lite + Qdrant edge + LangChain, 100 queries
+    python benchmarks/query.py --quick    # 2k chunks, 30 queries (a smoke run)
 
-The corpus is the passages of the shared QA sets (CMRC 2018, JaQuAD, XQuAD-zh under ``../shared``),
-embedded once with the configured model (cached under ``~/.cache/cjkrag/bench``); larger sizes repeat
-those passages with slightly jittered vectors, so every size has real CJK text, real keywords and a real
-vector distribution. Queries are the sets' real questions. cjkrag runs with access control on (a user in 3 of
+The corpus is the 848 CMRC 2018 passages (``../shared/data/beir/cmrc2018-passage``), embedded once with
+the bundled e5-small (cached under ``~/.cache/cjkrag/bench``); larger sizes repeat those passages, each
+repeat with its vector jittered (Gaussian noise sigma 0.02 per dimension, re-normalized, seeded), so every
+size has real CJK text, real keywords and a real vector distribution without embedding 100k chunks on a CPU.
+Queries are CMRC's real questions, and every query embedding is computed for real (query cache off). cjkrag runs with access control on (a user in 3 of
 50 groups, 10% public chunks, 1% with a deny entry); the reference is what a LangChain user writes:
 ``HuggingFaceEmbeddings`` over the same model folder + ``langchain_milvus.Milvus`` (Milvus Lite) and
 ``similarity_search(query, k=10)``, without access control. Calls are interleaved round-robin (one query
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import platform
 import statistics
 import sys
@@ -30,16 +32,18 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-SETS = ("cmrc2018-passage", "jaquad-passage", "xquad-zh-passage")
+SETS = ("cmrc2018-passage",)
 PRINCIPALS = ["group:1", "group:2", "group:3"]
+LANGCHAIN = "langchain dense (no ACL)"
+BACKENDS = ("milvus", "qdrant")
 
 
-def load_texts(shared: Path, max_queries: int) -> tuple[list[str], list[str]]:
+def load_texts(shared: Path, max_queries: int, sets: Sequence[str] = SETS) -> tuple[list[str], list[str]]:
     from cjkrag.pipeline.evaluation import load_beir
 
     texts: list[str] = []
     queries: list[str] = []
-    for name in SETS:
+    for name in sets:
         folder = shared / "data" / "beir" / name
         if not folder.exists():
             sys.exit(f"{folder} is missing: this benchmark reads the shared QA sets (see ../shared/README.md)")
@@ -88,12 +92,16 @@ def percentiles(ms: Sequence[float]) -> dict[str, float]:
     return {"p50_ms": round(statistics.median(ms), 2), "p95_ms": round(q[18], 2), "n": len(ms)}
 
 
-def run_size(n: int, texts: list[str], vectors: np.ndarray, keywords: list[list[str]], queries: list[str],
-             engine_cfg: dict[str, Any], model_dir: str, work: Path, with_langchain: bool) -> dict[str, Any]:  # fmt: skip
+def open_backend(backend: str, n: int, texts: list[str], vectors: np.ndarray, keywords: list[list[str]],
+                 engine_cfg: dict[str, Any], work: Path, shared: Any) -> tuple[Any, float]:  # fmt: skip
+    """An engine over ``backend`` holding the ``n``-chunk corpus; the model/analyzer of ``shared`` reused."""
     import cjkrag
 
-    cfg = {**engine_cfg, "data_dir": str(work / f"cjkrag-{n}"), "collection": "bench"}
+    store = {"backend": backend} if backend != "milvus" else {}
+    cfg = {**engine_cfg, "data_dir": str(work / f"{backend}-{n}"), "collection": "bench", "store": store}
     engine = cjkrag.open(cfg)
+    if shared is not None:  # one model in memory for all backends (same weights, same precision)
+        engine._embedder, engine._analyzer = shared.embedder, shared.analyzer
     engine.store.ensure_collection(vectors.shape[1])
     t0 = time.perf_counter()
     batch: list[Any] = []
@@ -104,28 +112,42 @@ def run_size(n: int, texts: list[str], vectors: np.ndarray, keywords: list[list[
             batch = []
     if batch:
         engine.store.upsert(batch)
-    upsert_s = time.perf_counter() - t0
-    systems: dict[str, Callable[[str], Any]] = {
-        f"cjkrag {mode}": (lambda q, m=mode: engine.search(q, principals=PRINCIPALS, top_k=10, mode=m))
-        for mode in ("dense", "keyword", "hybrid")
-    }
+    return engine, time.perf_counter() - t0
+
+
+def run_size(n: int, texts: list[str], vectors: np.ndarray, keywords: list[list[str]], queries: list[str],
+             engine_cfg: dict[str, Any], model_dir: str, work: Path, with_langchain: bool,
+             backends: Sequence[str]) -> dict[str, Any]:  # fmt: skip
+    systems: dict[str, Callable[[str], Any]] = {}
+    engines: list[Any] = []
+    upsert: dict[str, float] = {}
+    for backend in backends:
+        engine, seconds = open_backend(backend, n, texts, vectors, keywords, engine_cfg, work,
+                                       engines[0] if engines else None)  # fmt: skip
+        engines.append(engine)
+        upsert[backend] = round(n / seconds, 1)
+        for mode in ("dense", "keyword", "hybrid"):
+            systems[f"{backend} {mode}"] = (
+                lambda q, m=mode, e=engine: e.search(q, principals=PRINCIPALS, top_k=10, mode=m)
+            )
     lc_store = None
     if with_langchain:
         lc_store = langchain_store(n, texts, vectors, model_dir, work)
-        systems["langchain dense (no ACL)"] = lambda q: lc_store.similarity_search(q, k=10)
+        systems[LANGCHAIN] = lambda q: lc_store.similarity_search(q, k=10)
     for q in queries[:5]:  # warm-up: models, caches, lazy index loads
         for fn in systems.values():
             fn(q)
     times: dict[str, list[float]] = {name: [] for name in systems}
-    for q in queries:
+    for q in queries[5:]:
         for name, fn in systems.items():
             t = time.perf_counter()
             fn(q)
             times[name].append((time.perf_counter() - t) * 1000.0)
-    engine.close()
-    result: dict[str, Any] = {"chunks": n, "upsert_rows_per_s": round(n / upsert_s, 1)}
+    for engine in engines:
+        engine.close()
+    result: dict[str, Any] = {"chunks": n, "upsert_rows_per_s": upsert}
     result["latency"] = {name: percentiles(ms) for name, ms in times.items()}
-    ref = result["latency"].get("langchain dense (no ACL)")
+    ref = result["latency"].get(LANGCHAIN)
     if ref:
         result["ratio_to_langchain_p50"] = {
             name: round(v["p50_ms"] / ref["p50_ms"], 2) for name, v in result["latency"].items()
@@ -162,45 +184,53 @@ def langchain_store(n: int, texts: list[str], vectors: np.ndarray, model_dir: st
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--chunks", type=int, nargs="+", default=[10000])
+    ap.add_argument("--chunks", type=int, nargs="+", default=[10000, 100000])
     ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    ap.add_argument("--quick", action="store_true", help="2k chunks, 30 queries")
     ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     ap.add_argument("--no-langchain", action="store_true", help="skip the reference pipeline")
-    ap.add_argument("--json", type=Path, help="write the results here")
+    ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "query.json")
     args = ap.parse_args()
+    if args.quick:
+        args.chunks, args.queries = [2000], 30
 
     import cjkrag
     from cjkrag.ingest.embedding.bundled import ensure_bundled_model
 
-    engine_cfg: dict[str, Any] = {"embedding": {"model": "bundled:multilingual-e5-small"}}
+    # no query-embedding cache: every call embeds its query, like the reference (which has no cache)
+    engine_cfg: dict[str, Any] = {"embedding": {"model": "bundled:multilingual-e5-small"},
+                                  "retrieval": {"query_cache_size": 0}}  # fmt: skip
     texts, queries = load_texts(args.shared, args.queries)
     with tempfile.TemporaryDirectory(prefix="cjkrag-bench-") as tmp:
         probe = cjkrag.open({**engine_cfg, "data_dir": tmp})
         vectors = cached_passages(probe, texts)
         keywords = probe.analyzer.analyze_many(texts, [None] * len(texts))
-        results = {
+        results: dict[str, Any] = {
             "machine": f"{platform.machine()} {platform.processor() or ''} {_cores()} cores".strip(),
-            "queries": len(queries),
+            "queries": len(queries) - 5,
+            "precision": {"passages": probe.embedder.precision,
+                          "queries": getattr(probe.embedder, "query_precision", "")},
+            "omp": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")},
+            "load_avg_start": [round(x, 2) for x in os.getloadavg()],
             "sizes": [
                 run_size(n, texts, vectors, keywords, queries, engine_cfg, str(ensure_bundled_model()),
-                         Path(tmp), not args.no_langchain)
+                         Path(tmp), not args.no_langchain, args.backends)
                 for n in args.chunks
             ],
         }
+        results["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     for size in results["sizes"]:
-        print(f"\n{size['chunks']:,} chunks (upsert {size['upsert_rows_per_s']:,.0f} rows/s)")
+        print(f"\n{size['chunks']:,} chunks (upsert rows/s {size['upsert_rows_per_s']})")
         print(f"{'system':28} {'p50 ms':>8} {'p95 ms':>8} {'p50 vs LC':>10}")
         for name, v in size["latency"].items():
             ratio = size.get("ratio_to_langchain_p50", {}).get(name, float("nan"))
             print(f"{name:28} {v['p50_ms']:8.1f} {v['p95_ms']:8.1f} {ratio:10.2f}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, ensure_ascii=False, indent=2), encoding="utf-8")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, ensure_ascii=False, indent=2), encoding="utf-8")
 
 
 def _cores() -> int:
-    import os
-
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 0)
 
 

@@ -23,9 +23,16 @@ if TYPE_CHECKING:
     from cjkrag.config import Config
     from cjkrag.engine import Engine
 
-# torch's OpenMP threads spin while idle by default; next to the Milvus Lite engine (its own threads) on a
-# small CPU that spinning made query embedding 10-30x slower here (p95 1.6 s instead of 63 ms). Passive
-# waiting must be chosen before torch loads, so it is set (as a default the user can override) right here.
+# OpenMP thread policy (torch here; the Milvus Lite server, a child process, gets PASSIVE on its own: see
+# connectors/milvus/store.py). Idle OpenMP threads spin by default; on a small or shared CPU a spinning
+# thread steals the core the next parallel region needs. benchmarks/thread_policy.py compared, in one run
+# (2 shared cores, load average ~10), p50 of one query embedding / a hybrid Engine.search at 10k chunks:
+# PASSIVE 31 / 46 ms; libgomp's default bounded spin 244-357 / 162-320 ms; GOMP_SPINCOUNT=10000 174 / 184
+# ms; ACTIVE 1,212 / 2,366 ms. So passive waiting stays the default (a dedicated machine may do better with
+# a bounded spin: set OMP_WAIT_POLICY / GOMP_SPINCOUNT yourself, before importing cjkrag or torch). The
+# thread budget is split too: query embeddings run on half the cores (embedding.query_threads), which
+# measured 16 / 37 ms instead of 28 / 48 ms in one run (benchmarks/results/thread_policy-split.json).
+# It must be chosen before torch loads, so it is set (as a default the user can override) right here.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"

@@ -28,6 +28,11 @@ class MilvusConfig(_Strict):
     token: str | None = None
     #: name of the environment variable holding the token (preferred over ``token``: never written out)
     token_env: str | None = None
+    #: consistency level of searches. ``auto``: ``Bounded`` on a server (a search does not wait for the newest
+    #: writes to be applied; they, and ACL changes, show within Milvus' staleness bound, seconds), ``Strong``
+    #: on Milvus Lite (one local process: a search right after an ingest sees it). Ingestion's own re-reads,
+    #: counts and Lite's access-clause resolution always run ``Strong``.
+    search_consistency: Literal["auto", "Strong", "Bounded", "Session", "Eventually"] = "auto"
 
 
 class QdrantConfig(_Strict):
@@ -82,6 +87,9 @@ class EmbeddingConfig(_Strict):
     #: runtime: torch (sentence-transformers), or onnx / openvino for a CPU build written by
     #: `cjkrag models optimize` that passed its gate (embedding.model is then that build's folder)
     backend: Literal["torch", "onnx", "openvino"] = "torch"
+    #: CPU threads for query embeddings; 0 = auto: half the cores, at least 1 (the rest is left to the
+    #: store; measured faster, see cjkrag/__init__.py). Passages (ingestion) use torch's default.
+    query_threads: int = Field(0, ge=0, le=1024)
 
 
 class ChunkingConfig(_Strict):
@@ -111,6 +119,10 @@ class RetrievalConfig(_Strict):
     top_k: int = Field(10, ge=1, le=1000)
     candidates: int = Field(100, ge=1, le=16384)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
+    #: query embeddings kept in an LRU (key: model, query prompt, text); 0 turns the cache off
+    query_cache_size: int = Field(1024, ge=0, le=1_000_000)
+    #: hybrid: run the keyword side on a worker thread while the query is embedded
+    concurrent: bool = True
 
 
 class RerankConfig(_Strict):

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from cjkrag.pipeline.analyzer import CJKAnalyzer
     from cjkrag.pipeline.rerank import Reranker
     from cjkrag.pipeline.search import SearchPipeline
+    from cjkrag.service.batching import MicroBatcher
 
 log = logging.getLogger("cjkrag")
 
@@ -62,6 +63,8 @@ class Engine:
                     precision=e.precision,
                     backend=e.backend,
                 )
+                if hasattr(emb, "query_threads"):
+                    emb.query_threads = e.query_threads or max(1, _cores() // 2)
                 emb.warm_up()
                 self._embedder = emb
             return self._embedder
@@ -141,17 +144,46 @@ class Engine:
     @property
     def pipeline(self) -> SearchPipeline:
         if self._pipeline is None:
+            from cjkrag.pipeline.query_cache import QueryEmbeddingCache
             from cjkrag.pipeline.search import SearchPipeline
 
+            r = self.config.retrieval
             self._pipeline = SearchPipeline(
                 store=self.store,
                 embedder=self.embedder,
                 analyzer=self.analyzer,
-                retrieval=self.config.retrieval,
+                retrieval=r,
                 reranker=self.reranker,
                 rerank_top_n=self.config.rerank.top_n,
+                query_cache=QueryEmbeddingCache(r.query_cache_size) if r.query_cache_size else None,
+                concurrent=r.concurrent,
             )
         return self._pipeline
+
+    def enable_query_batching(self, *, max_batch: int = 32, max_wait_ms: float = 2.0,
+                              max_queue: int = 256) -> MicroBatcher[str]:  # fmt: skip
+        """Embed the queries of concurrent ``search`` calls together, in micro-batches (the HTTP service).
+
+        Only model work is shared (query embeddings; with a reranker, reranks too): each call's access
+        filter, store searches and post-check stay its own. Vectors are those of unbatched calls up to float rounding (padding in a batch changes the
+        summation order; the length-sorted batches keep padding small); the cache still comes first.
+        """
+        from cjkrag.service.batching import MicroBatcher
+
+        pipeline = self.pipeline
+        batcher: MicroBatcher[str] = MicroBatcher(
+            self.embedder.embed_queries, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
+            name="query-embedding",
+        )  # fmt: skip
+        pipeline.embed_queries = batcher.submit
+        score_many = getattr(pipeline.reranker, "score_many", None)
+        if score_many is not None:  # reranks too: every request's (query, candidates) in one model pass
+            reranks: MicroBatcher[tuple[str, list[str]]] = MicroBatcher(
+                score_many, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue, name="rerank"
+            )
+            pipeline.rerank_scores = reranks.submit
+            batcher.companions.append(reranks)
+        return batcher
 
     def warm_up(self) -> None:
         """Load models and connect to the store now (the service calls this once at start)."""
@@ -411,6 +443,12 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def open_engine(config: str | Path | Mapping[str, Any] | Config | None = None) -> Engine:

@@ -202,23 +202,32 @@ class CrossEncoderReranker:
             raise InputError("score(query, passages): passages must be a sequence of strings, not one string")
         if not passages:
             return []
+        return self.score_many([(query, passages)])[0]
+
+    def score_many(self, requests: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
+        """:meth:`score` for several (query, passages) at once: ONE model pass over all their pairs (the
+        HTTP service batches concurrent requests' reranks this way); each request gets its own scores."""
         self.warm_up()
         with self._lock:
-            fitted, q_tokens = self._fit_query(str(query))
             pairs: list[tuple[str, str]] = []
-            owner: list[int] = []
-            for index, passage in enumerate(passages):
-                text = str(passage)
-                for start, end in self._window_spans(q_tokens, text):
-                    pairs.append((fitted, text[start:end]))
-                    owner.append(index)
-            logits = self._model.predict(
-                pairs, batch_size=self.batch_size, show_progress_bar=False, convert_to_numpy=True
+            owner: list[tuple[int, int]] = []
+            for r, (query, passages) in enumerate(requests):
+                fitted, q_tokens = self._fit_query(str(query))
+                for index, passage in enumerate(passages):
+                    text = str(passage)
+                    for start, end in self._window_spans(q_tokens, text):
+                        pairs.append((fitted, text[start:end]))
+                        owner.append((r, index))
+            logits = (
+                self._model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False, convert_to_numpy=True)
+                if pairs
+                else None
             )
-        best = [-math.inf] * len(passages)
-        for index, value in zip(owner, logits.reshape(len(pairs), -1)[:, 0].tolist(), strict=True):
-            best[index] = max(best[index], float(value))
-        return [self._activate(v) for v in best]
+        best = [[-math.inf] * len(passages) for _, passages in requests]
+        if logits is not None:
+            for (r, index), value in zip(owner, logits.reshape(len(pairs), -1)[:, 0].tolist(), strict=True):
+                best[r][index] = max(best[r][index], float(value))
+        return [[self._activate(v) for v in row] for row in best]
 
     def _activate(self, logit: float) -> float:
         if self.activation == "identity":

@@ -8,8 +8,10 @@ defensive post-check with the reference evaluator drops (and logs) anything that
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -18,16 +20,35 @@ from cjkrag.errors import ConfigError
 from cjkrag.types import Hit, StoredHit
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from cjkrag.config import RetrievalConfig
     from cjkrag.connectors.protocol import VectorStore
     from cjkrag.ingest.embedding.protocol import Embedder
     from cjkrag.pipeline.analyzer import CJKAnalyzer
+    from cjkrag.pipeline.query_cache import QueryEmbeddingCache
     from cjkrag.pipeline.rerank import Reranker
 
 log = logging.getLogger("cjkrag.search")
 
 _drops_lock = threading.Lock()
 _post_check_drops = 0
+
+
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+
+
+def _workers() -> ThreadPoolExecutor:
+    """The process-wide pool for the keyword side of hybrid searches (bounded: queued when all are busy).
+
+    Its tasks never wait on anything but the store, so a full pool only delays, never deadlocks."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=min(32, 4 * (os.cpu_count() or 1)),
+                                       thread_name_prefix="cjkrag-keyword")  # fmt: skip
+        return _pool
 
 
 def post_check_drops() -> int:
@@ -46,6 +67,14 @@ class SearchPipeline:
     retrieval: RetrievalConfig
     reranker: Reranker | None = None
     rerank_top_n: int = 50
+    #: LRU of query vectors (``retrieval.query_cache_size``); None: every query is embedded
+    query_cache: QueryEmbeddingCache | None = None
+    #: hybrid: keyword side on a worker thread while the query is embedded (``retrieval.concurrent``)
+    concurrent: bool = True
+    #: replaces ``embedder.embed_queries`` (the HTTP service's micro-batcher); same vectors, batched
+    embed_queries: Callable[[list[str]], np.ndarray] | None = None
+    #: (query, passages) requests -> their rerank scores in one model pass (the service's rerank batcher)
+    rerank_scores: Callable[[list[tuple[str, list[str]]]], Sequence[Sequence[float]]] | None = None
 
     def search(
         self,
@@ -69,21 +98,12 @@ class SearchPipeline:
         use_rerank = self.reranker is not None if rerank is None else rerank
         if use_rerank and self.reranker is None:
             raise ConfigError("rerank was asked for but no reranker is configured: set rerank.model in the config")
-        depth = max(top_k, self.retrieval.candidates, self.rerank_top_n if use_rerank else 0)
+        # candidates are per retriever, for fusion/rerank: one retriever without rerank is ranked as the
+        # store ranks it, so its top_k are the answer (exact indexes: the same top_k as from a deeper list)
+        single = mode != "hybrid" and not use_rerank
+        depth = top_k if single else max(top_k, self.retrieval.candidates, self.rerank_top_n if use_rerank else 0)
 
-        runs: dict[str, list[StoredHit]] = {}
-        vector = self.embedder.embed_queries([query])[0].tolist() if mode in ("hybrid", "dense") else None
-        terms = self.analyzer.analyze_query(query, language) if mode in ("hybrid", "keyword") else None
-        both = getattr(self.store, "search_hybrid", None)
-        if vector is not None and terms and both is not None:
-            # one filter translation (and, on Milvus Lite, one round of NOT resolution) for both retrievers
-            runs["dense"], runs["keyword"] = both(vector, terms, depth, combined)
-        else:
-            if vector is not None:
-                runs["dense"] = self.store.search_dense(vector, depth, combined)
-            if terms is not None:
-                runs["keyword"] = self.store.search_keyword(terms, depth, combined) if terms else []
-
+        runs = self._retrieve(query, mode, depth, combined, language)
         by_id: dict[str, StoredHit] = {}
         for run in runs.values():
             for stored in run:
@@ -91,8 +111,71 @@ class SearchPipeline:
         ranked = self._fuse(runs, by_id)
         if use_rerank and self.reranker is not None and ranked:
             ranked = self._rerank(query, ranked)
-        visible = [h for h in ranked if self._visible(access, by_id[h.chunk_id])]
-        return visible[:top_k]
+        visible: list[Hit] = []
+        for h in ranked:  # post-check what is returned (in order, until top_k): each is checked
+            if self._visible(access, by_id[h.chunk_id]):
+                visible.append(h)
+                if len(visible) == top_k:
+                    break
+        return visible
+
+    def query_vector(self, query: str) -> list[float]:
+        """The query's embedding: from the LRU cache, else from ``embed_queries`` (the service's
+        micro-batcher) or the embedder."""
+        embed = self.embed_queries or self.embedder.embed_queries
+        if self.query_cache is None:
+            return [float(x) for x in embed([query])[0]]
+        prefix = str(getattr(self.embedder, "query_prefix", ""))
+        vector = self.query_cache.get_many(self.embedder.name, prefix, [query], embed)[0]
+        return [float(x) for x in vector]
+
+    def _retrieve(
+        self, query: str, mode: str, depth: int, combined: FilterNode | None, language: str | None
+    ) -> dict[str, list[StoredHit]]:
+        """Dense and/or keyword candidates under ONE preparation of the filter (access clause included).
+
+        With ``concurrent``, while this thread embeds the query a worker thread prepares the filter (on
+        Milvus Lite: the access clause's deny resolution, two store round trips) and, in hybrid mode, runs
+        the keyword side (analysis, BM25 search); the dense search then reuses the prepared filter. Same
+        calls, same arguments as sequentially: only the overlap differs (the tests compare).
+        """
+        store = self.store
+        prepare = getattr(store, "prepare_filter", None)
+        dense, keyword = mode in ("hybrid", "dense"), mode in ("hybrid", "keyword")
+
+        def keyword_run(flt: Any) -> list[StoredHit]:
+            terms = self.analyzer.analyze_query(query, language)
+            return store.search_keyword(terms, depth, flt) if terms else []
+
+        if dense and self.concurrent and (keyword or prepare is not None):
+            prepared: Future[Any] = Future()
+
+            def side() -> list[StoredHit] | None:
+                try:
+                    flt = prepare(combined) if prepare is not None else combined
+                except BaseException as exc:
+                    prepared.set_exception(exc)
+                    raise
+                prepared.set_result(flt)
+                return keyword_run(flt) if keyword else None
+
+            worker = _workers().submit(side)
+            try:
+                vector = self.query_vector(query)
+                dense_run = store.search_dense(vector, depth, prepared.result())
+            finally:
+                keyword_hits = worker.result()  # never leave the worker running past this call
+            both = {"dense": dense_run}
+            if keyword_hits is not None:
+                both["keyword"] = keyword_hits
+            return both
+        flt = prepare(combined) if prepare is not None else combined
+        runs: dict[str, list[StoredHit]] = {}
+        if dense:
+            runs["dense"] = store.search_dense(self.query_vector(query), depth, flt)
+        if keyword:
+            runs["keyword"] = keyword_run(flt)
+        return runs
 
     def _fuse(self, runs: dict[str, list[StoredHit]], by_id: dict[str, StoredHit]) -> list[Hit]:
         from cjkrag.pipeline.fusion import fuse
@@ -120,7 +203,15 @@ class SearchPipeline:
 
     def _rerank(self, query: str, hits: list[Hit]) -> list[Hit]:
         assert self.reranker is not None
-        reranked = self.reranker.rerank(query, hits, lambda h: h.text, self.rerank_top_n)
+        if self.rerank_scores is None:
+            reranked = self.reranker.rerank(query, hits, lambda h: h.text, self.rerank_top_n)
+        else:  # the service's cross-request batcher: Reranker.rerank's contract, scores from the batch
+            from cjkrag.pipeline.rerank import NO_SCORE
+
+            head, tail = hits[: self.rerank_top_n], hits[self.rerank_top_n :]
+            scores = list(self.rerank_scores([(query, [h.text for h in head])])[0])
+            order = sorted(range(len(head)), key=lambda i: -scores[i])
+            reranked = [(head[i], scores[i]) for i in order] + [(h, NO_SCORE) for h in tail]
         out = []
         for i, (hit, score) in enumerate(reranked):
             if i < min(self.rerank_top_n, len(hits)):

@@ -610,3 +610,19 @@ def test_precision_auto_is_reported_and_fp32_agrees(cache_root: Path, embedder: 
     assert fp32.precision == "fp32"
     texts = [ZH[0], JA[0], KO[0], MIXED[0]]
     assert (np.sum(fp32.embed_passages(texts) * embedder.embed_passages(texts), axis=1) >= 0.999).all()
+
+
+def test_query_threads_apply_to_one_call_and_change_no_vector(embedder: SentenceTransformerEmbedder) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    saved = embedder.query_threads
+    try:
+        embedder.query_threads = None
+        default = embedder.embed_queries([ZH[0], JA[0]])
+        embedder.query_threads = 1
+        one = embedder.embed_queries([ZH[0], JA[0]])
+    finally:
+        embedder.query_threads = saved
+    assert torch.get_num_threads() == before  # set for the call only
+    assert (np.sum(default * one, axis=1) >= 0.9999).all()

@@ -310,3 +310,39 @@ def test_insert_batches_bound_rows_and_bytes() -> None:
     by_bytes = list(batches(rows, 100, 3 * 3000 + 3 * 700))  # ~3.6 kB per row: three fit
     assert [len(b) for b in by_bytes] == [3, 3, 3, 1]
     assert [r["chunk_id"] for b in by_bytes for r in b] == [f"b{i}" for i in range(10)]
+
+
+def test_lite_server_waits_passively_whatever_this_process_uses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Milvus Lite child gets OMP_WAIT_POLICY=PASSIVE (cjkrag/__init__.py explains why); ours is restored."""
+    import os
+
+    from milvus_lite.server_manager import server_manager_instance
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    monkeypatch.setenv("GOMP_SPINCOUNT", "1000")
+    s = MilvusStore(str(tmp_path / "env.db"), "envcheck")
+    s.warm_up()
+    try:
+        path = str((tmp_path / "env.db").resolve())
+        pid = server_manager_instance._servers[path]._p.pid
+        child = dict(
+            item.split("=", 1) for item in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in item
+        )
+        assert child.get("OMP_WAIT_POLICY") == "PASSIVE" and "GOMP_SPINCOUNT" not in child
+        assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE" and os.environ["GOMP_SPINCOUNT"] == "1000"
+    finally:
+        s.close()
+
+
+def test_a_prepared_filter_is_used_as_is_and_only_by_its_store(store: MilvusStore, tmp_path: Path) -> None:
+    store.ensure_collection(DIM)
+    store.upsert([make_record(f"i{i}", tenant="a" if i < 3 else "b") for i in range(6)])
+    flt = Condition("tenant", "==", "a")
+    prepared = store.prepare_filter(flt)
+    assert prepared.expr == store._expr(flt)
+    vec = [1.0] + [0.0] * (DIM - 1)
+    got = store.search_dense(vec, 5, prepared)
+    assert got == store.search_dense(vec, 5, flt) and {h.chunk_id for h in got} == {"i0", "i1", "i2"}
+    other = MilvusStore(str(tmp_path / "other.db"), "other")
+    with pytest.raises(StoreError, match="only for the store that prepared it"):
+        other.search_dense(vec, 5, prepared)

@@ -59,3 +59,29 @@ def test_rerank_never_shows_what_the_caller_may_not_read(tmp_path: Path) -> None
         for h in eng.search(query, principals=["group:a"], top_k=10, rerank=True):
             assert int(h.doc_id[1:]) % 2 == 1
     eng.close()
+
+
+def test_batched_reranks_of_concurrent_searches_equal_each_search_alone(engine: Any) -> None:
+    """The service's rerank batcher scores several requests' candidates in one model pass: each request
+    still gets its own candidates ranked as alone (scores equal up to float rounding from padding)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    queries = [q for q, _ in PAIRS[:8]]
+
+    def run(q: str) -> list[tuple[str, float]]:
+        return [(h.chunk_id, h.score) for h in engine.search(q, principals=[], top_k=10, mode="hybrid", rerank=True)]
+
+    alone = {q: run(q) for q in queries}
+    batcher = engine.enable_query_batching(max_batch=16, max_wait_ms=30)
+    try:
+        (reranks,) = batcher.companions
+        with ThreadPoolExecutor(8) as pool:
+            together = list(pool.map(run, queries * 2))
+        assert reranks.largest_batch > 1  # several requests' reranks did share a model pass
+    finally:
+        batcher.close()
+        engine.pipeline.embed_queries = None
+        engine.pipeline.rerank_scores = None
+    for q, got in zip(queries * 2, together, strict=True):
+        assert [c for c, _ in got] == [c for c, _ in alone[q]], q
+        assert [s for _, s in got] == pytest.approx([s for _, s in alone[q]], abs=1e-5)

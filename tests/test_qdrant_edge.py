@@ -140,3 +140,29 @@ def test_bm25_avgdl_auto_is_fixed_by_the_first_batch_and_recorded(tmp_path: Path
             other.ensure_collection(DIM)
     finally:
         other.close()
+
+
+def test_concurrent_searches_on_the_edge_engine_equal_sequential_ones(tmp_path: Path) -> None:
+    """The pipeline runs a hybrid query's keyword side on a worker thread and the service runs requests in
+    parallel: the edge engine must answer concurrent searches exactly as one at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.conftest import make_engine
+
+    engine = make_engine(tmp_path, store={"backend": "qdrant"})
+    try:
+        engine.ingest([{"id": f"d{i}", "text": f"{t} 第{i}篇", "acl": [f"group:{i % 3}"], "public": i % 4 == 0}
+                       for i, t in enumerate(["首都北京", "東京の検索", "서울 수도", "港口城市", "退款流程"] * 6)])  # fmt: skip
+        calls = [(q, f"group:{g}", m) for q in ("首都", "検索", "수도", "港口 退款") for g in range(3)
+                 for m in ("hybrid", "dense", "keyword")]  # fmt: skip
+
+        def run(c: tuple[str, str, str]) -> list[tuple[str, float]]:
+            return [(h.chunk_id, h.score) for h in engine.search(c[0], principals=[c[1]], mode=c[2], top_k=10)]
+
+        alone = [run(c) for c in calls]
+        with ThreadPoolExecutor(8) as pool:
+            together = list(pool.map(run, calls * 3))
+        assert together == alone * 3
+        assert any(alone)
+    finally:
+        engine.close()

@@ -108,3 +108,61 @@ def test_post_check_drops_and_logs_what_a_broken_store_leaks(tmp_path: Any, capl
             assert {h.doc_id for h in pipeline.search("首都", principals=["group:x"], mode=mode)} == {"open"}
     assert "post-check dropped chunk" in caplog.text
     eng.close()
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "dense"])
+def test_concurrent_retrieval_returns_exactly_the_sequential_hits(engine: Any, mode: str) -> None:
+    """retrieval.concurrent only overlaps filter preparation / keyword side with the embedding: same hits."""
+    pipeline = engine.pipeline
+    queries = ["首都", "日本の首都", "수도", "API rate limits", "港口城市", "検索エンジン"]
+    filters = {"field": "tenant", "operator": "==", "value": "acme"}
+    saved = pipeline.concurrent
+    try:
+        runs = {}
+        for concurrent in (False, True):
+            pipeline.concurrent = concurrent
+            runs[concurrent] = [
+                [(h.chunk_id, h.score, h.scores, h.ranks) for h in pipeline.search(q, principals=["group:x"], top_k=10,
+                                                                                    filters=f, mode=mode)]
+                for q in queries for f in (None, filters)
+            ]  # fmt: skip
+    finally:
+        pipeline.concurrent = saved
+    assert runs[True] == runs[False]
+    assert any(runs[True])
+
+
+def test_query_embedding_cache_returns_what_embedding_again_would(engine: Any) -> None:
+    from cjkrag.pipeline.query_cache import QueryEmbeddingCache
+
+    pipeline = engine.pipeline
+    assert isinstance(pipeline.query_cache, QueryEmbeddingCache)
+    fresh = [float(x) for x in pipeline.embedder.embed_queries(["首都在哪里"])[0]]
+    first = pipeline.query_vector("首都在哪里")
+    hits_before = pipeline.query_cache.hits
+    assert pipeline.query_vector("首都在哪里") == first == fresh
+    assert pipeline.query_cache.hits == hits_before + 1
+
+
+def test_query_embedding_cache_is_bounded_and_keyed_by_model_and_prompt() -> None:
+    import numpy as np
+
+    from cjkrag.pipeline.query_cache import QueryEmbeddingCache
+
+    calls: list[list[str]] = []
+
+    def embed(texts: list[str]) -> np.ndarray:
+        calls.append(list(texts))
+        return np.array([[float(len(t)), 1.0] for t in texts], dtype=np.float32)
+
+    cache = QueryEmbeddingCache(2)
+    cache.get_many("m", "query: ", ["a", "bb"], embed)
+    cache.get_many("m", "query: ", ["a"], embed)  # hit
+    cache.get_many("m2", "query: ", ["a"], embed)  # another model: a miss; evicts "bb" (least recent)
+    cache.get_many("m", "", ["a"], embed)  # another prompt: a miss
+    assert calls == [["a", "bb"], ["a"], ["a"]] and len(cache) == 2
+    (v,) = cache.get_many("m", "", ["a"], embed)
+    with pytest.raises(ValueError):
+        v[0] = 5.0  # shared between callers: read-only
+    with pytest.raises(ValueError):
+        QueryEmbeddingCache(-1)

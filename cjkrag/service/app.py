@@ -3,6 +3,8 @@
 FastAPI and uvicorn are imported inside :func:`create_app` / :func:`run_server`, so importing this module
 stays light. Models load once, in the lifespan (``engine.warm_up()``); ``/v1/search`` is a sync endpoint,
 so searches run in the threadpool and never block the event loop; the engine is shared read-only.
+Concurrent requests' query embeddings are computed together in micro-batches (:mod:`cjkrag.service.batching`,
+``service.batch_*`` settings); a full batch queue is a 503 ``overloaded`` with ``Retry-After``.
 
 Every search runs with ALL the caller's authenticated principals (see :mod:`cjkrag.service.auth`). The
 optional ``principals`` body field narrows only the allow side (``Engine.search(narrow_to=...)``): a
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from cjkrag.errors import AccessError, ConfigError, FilterError, InputError, StoreUnavailable, missing
 from cjkrag.service.auth import Authenticator, AuthError, Caller, TooManyFailures, is_loopback_host
+from cjkrag.service.batching import Overloaded
 from cjkrag.service.schemas import ErrorOut, SearchRequest, SearchResponse, ServiceSettings
 
 if TYPE_CHECKING:
@@ -157,10 +160,18 @@ def create_app(
     auth = authenticator or Authenticator.from_settings(settings, insecure_local=insecure_local)
     state = _ReadyState(engine)
 
+    batchers: list[Any] = []
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(state.warm_up, True)
+        enable = getattr(engine, "enable_query_batching", None)
+        if enable is not None and settings.batch_max_size > 1 and state.loaded:
+            batchers.append(enable(max_batch=settings.batch_max_size, max_wait_ms=settings.batch_max_wait_ms,
+                                   max_queue=settings.batch_max_queue))  # fmt: skip
         yield
+        for b in batchers:
+            b.close()
 
     app = FastAPI(
         title="cjkrag",
@@ -220,6 +231,9 @@ def create_app(
         except StoreUnavailable:
             log.warning("search failed: store unavailable", exc_info=True)
             return _error(503, "store_unavailable", "the document store is unavailable; retry later")
+        except Overloaded as exc:
+            log.warning("search refused: %s", exc)
+            return _error(503, "overloaded", "too many concurrent searches; retry later", {"Retry-After": "1"})
         except Exception:
             log.exception("search failed for caller %s", caller.id)
             return _error(500, "internal_error", "internal error")
@@ -238,7 +252,7 @@ def create_app(
             (403, "No principals"),
             (413, "Body too large"),
             (429, "Too many failed authentications from this address"),
-            (503, "Store unavailable"),
+            (503, "Store unavailable, or overloaded (queue full; Retry-After)"),
         ]
     }
     app.add_api_route(

@@ -106,6 +106,12 @@ class ServiceSettings(BaseModel):
     insecure_local_principals: list[str] = Field(default_factory=list)
     auth_failures_per_minute: float = Field(30.0, gt=0, le=100_000)
     auth_failure_burst: int = Field(20, ge=1, le=100_000)
+    #: micro-batching of concurrent requests' query embeddings (cjkrag/service/batching.py); 1 turns it off
+    batch_max_size: int = Field(32, ge=1, le=1024)
+    #: how long a first queued query waits for others before its batch runs
+    batch_max_wait_ms: float = Field(2.0, ge=0, le=100)
+    #: queries allowed to wait for the model; past it a request gets 503 (overloaded) at once
+    batch_max_queue: int = Field(256, ge=1, le=100_000)
 
     @property
     def auth_configured(self) -> bool:

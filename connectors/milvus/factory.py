@@ -16,4 +16,7 @@ def from_config(config: Config) -> MilvusStore:
 
     m = config.store.milvus
     token = secret_from_env(m.token_env, "store.milvus.token_env") or m.token
-    return MilvusStore(config.milvus_uri(), config.collection, token=token, analyzer=config.analyzer_tag())
+    return MilvusStore(
+        config.milvus_uri(), config.collection, token=token, analyzer=config.analyzer_tag(),
+        search_consistency=m.search_consistency,
+    )

@@ -1,14 +1,17 @@
 """Milvus Lite (the embedded engine of a ``.db`` file): importing it, and one server per file shared by every
 :class:`~cjkrag.connectors.milvus.store.MilvusStore` that opened it (the last one to close stops it and frees
-the file). Moved out of ``store.py`` unchanged.
+the file), and the environment its server process starts with.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import os
 import sys
 import threading
 import types
+from collections.abc import Iterator
 
 from cjkrag.connectors.locking import release_store_lock
 
@@ -41,6 +44,38 @@ def import_milvus_lite() -> None:
         if shim is not None and sys.modules.get("pkg_resources") is shim:
             del sys.modules["pkg_resources"]
 
+
+
+#: the OpenMP wait policy of the Milvus Lite server process (override: CJKRAG_LITE_OMP_WAIT_POLICY; empty =
+#: inherit this process's environment). See cjkrag/__init__.py and benchmarks/thread_policy.py.
+LITE_OMP_WAIT_POLICY = "PASSIVE"
+
+
+@contextlib.contextmanager
+def lite_server_env() -> Iterator[None]:
+    """The environment a Milvus Lite server starts with (it copies ``os.environ`` when it starts).
+
+    Its OpenMP threads wait passively: spinning server threads steal the CPU that torch (query embedding,
+    in this process, with its own bounded spin) needs, and the server gains nothing from spinning between
+    searches (measured: benchmarks/thread_policy.py). Set only while the client connects (which starts the
+    server), under the Lite lock; this process's own OpenMP read its settings when it loaded.
+    """
+    policy = os.environ.get("CJKRAG_LITE_OMP_WAIT_POLICY", LITE_OMP_WAIT_POLICY)
+    if not policy:
+        yield
+        return
+    with _lite_lock:
+        saved = {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+        os.environ["OMP_WAIT_POLICY"] = policy
+        os.environ.pop("GOMP_SPINCOUNT", None)
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
 
 def lite_opened(path: str) -> None:

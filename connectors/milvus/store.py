@@ -32,11 +32,13 @@ imports ``pkg_resources`` (gone from recent setuptools), so a stand-in is provid
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +49,7 @@ from cjkrag.connectors.milvus.lite import (
     is_lite_uri,
     lite_closed,
     lite_opened,
+    lite_server_env,
 )
 from cjkrag.connectors.milvus.lite_negation import lite_expr
 from cjkrag.connectors.milvus.schema import (
@@ -86,6 +89,14 @@ _EMPTY_QUERY_QUIRK = "Unsupported data type: 0"
 _COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 
 
+@dataclass(frozen=True)
+class PreparedExpr:
+    """A filter already translated to a Milvus expression by ``store`` (see :meth:`MilvusStore.prepare_filter`)."""
+
+    store: MilvusStore
+    expr: str
+
+
 class MilvusStore:
     """A cjkrag collection in Milvus (server or Lite file). Light to build; connects in :meth:`warm_up`."""
 
@@ -98,6 +109,7 @@ class MilvusStore:
         db_name: str | None = None,
         consistency: str = "Strong",
         analyzer: str = "",
+        search_consistency: str = "auto",
     ) -> None:
         if not uri:
             raise ConfigError(
@@ -114,6 +126,10 @@ class MilvusStore:
         self.db_name = db_name
         self.consistency = consistency
         self.analyzer = analyzer  # recorded with the collection; a reopen with another one is refused
+        #: consistency level of searches (see MilvusConfig.search_consistency); writes' re-reads stay Strong
+        self.search_consistency = (
+            search_consistency if search_consistency != "auto" else ("Strong" if is_lite_uri(uri) else "Bounded")
+        )
         self._client: Any = None
         self._lock = threading.Lock()
         self._alias = f"cjkrag-{uuid.uuid4().hex[:12]}"
@@ -151,13 +167,14 @@ class MilvusStore:
         if is_lite_uri(self.uri):  # ours, before milvus-lite starts (see connectors/locking.py)
             acquire_store_lock(uri, f"Milvus Lite file {self.uri}")
         try:
-            self._client = pymilvus.MilvusClient(
-                uri=uri,
-                token=self.token or "",
-                db_name=self.db_name or "",
-                timeout=CONNECT_TIMEOUT_S,
-                alias=self._alias,
-            )
+            with lite_server_env() if is_lite_uri(self.uri) else contextlib.nullcontext():
+                self._client = pymilvus.MilvusClient(
+                    uri=uri,
+                    token=self.token or "",
+                    db_name=self.db_name or "",
+                    timeout=CONNECT_TIMEOUT_S,
+                    alias=self._alias,
+                )
         except Exception as exc:
             if is_lite_uri(self.uri):
                 release_store_lock(uri)
@@ -342,12 +359,16 @@ class MilvusStore:
             )
 
     # -- reads ----------------------------------------------------------------------------------------------
-    def _expr(self, filters: FilterNode | None) -> str:
+    def _expr(self, filters: FilterNode | PreparedExpr | None) -> str:
         """The Milvus expression of a filter: translated (Lite: without NOT), parameters inlined.
 
         On Lite, what has no complement is resolved to chunk ids first (:meth:`_lite_expr`). Called ONCE per
         query: a hybrid search computes it once for both retrievers (:meth:`search_hybrid`).
         """
+        if isinstance(filters, PreparedExpr):
+            if filters.store is not self:
+                raise StoreError("a prepared filter is valid only for the store that prepared it")
+            return filters.expr
         if filters is None:
             return ""
         if not is_lite_uri(self.uri):
@@ -381,12 +402,22 @@ class MilvusStore:
         if top_k > MAX_TOP_K:
             raise StoreError(f"top_k={top_k} is over Milvus' limit of {MAX_TOP_K}: ask for fewer hits")
 
+    def prepare_filter(self, filters: FilterNode | None) -> PreparedExpr:
+        """The filter translated once (Lite: NOT resolved once), for several searches of one query.
+
+        The search pipeline calls it once per query and passes the result to both ``search_dense`` and
+        ``search_keyword`` (which also take plain filter nodes); it is valid only for this store.
+        """
+        return PreparedExpr(self, self._expr(filters))
+
     def search_dense(
-        self, vector: Sequence[float], top_k: int, filters: FilterNode | None
+        self, vector: Sequence[float], top_k: int, filters: FilterNode | PreparedExpr | None
     ) -> list[StoredHit]:
         return self._search_dense_expr(vector, top_k, self._expr(filters))
 
-    def search_keyword(self, terms: Sequence[str], top_k: int, filters: FilterNode | None) -> list[StoredHit]:
+    def search_keyword(
+        self, terms: Sequence[str], top_k: int, filters: FilterNode | PreparedExpr | None
+    ) -> list[StoredHit]:
         return self._search_keyword_expr(terms, top_k, self._expr(filters))
 
     def search_hybrid(
@@ -444,7 +475,7 @@ class MilvusStore:
             filter=expr,
             search_params=params,
             output_fields=list(OUTPUT_FIELDS),
-            consistency_level=self.consistency,
+            consistency_level=self.search_consistency,
         )
         hits: list[StoredHit] = []
         for hit in result[0] if result else []:

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,7 @@ def _choose_precision(torch: Any, device: str, request: str, cuda_dtype: str | N
 
 #: bf16 autocast must beat fp32 by this factor to be kept (noise must never make auto slower than fp32)
 BF16_MARGIN = 1.10
+_QUERY_PROBE = "如何申请退款？"
 _PROBE = "退货政策：商品签收后三十日内可申请退款，请保留发票。パスワードを再設定してください。비밀번호를 잊어버린 경우 "
 
 
@@ -114,14 +115,18 @@ def pick_cpu_precision(timings: dict[str, float]) -> str:
     return "bf16-autocast"
 
 
-def measure_cpu_precision(model: Any, prefix: str, *, passages: int = 8, reps: int = 2) -> dict[str, float]:
-    """Seconds per batch of ``passages`` ~200-token CJK passages, fp32 vs bf16 autocast (best of ``reps``,
-    after one untimed warm-up run each): the choice is made on this machine, not by CPU flags."""
+def measure_cpu_precision(
+    model: Any, prefix: str, *, passages: int = 8, reps: int = 2, texts: list[str] | None = None
+) -> dict[str, float]:
+    """Seconds per batch of ``passages`` ~200-token CJK passages (or of ``texts``), fp32 vs bf16 autocast
+    (best of ``reps``, after one untimed warm-up run each): the choice is made on this machine, not by CPU
+    flags."""
     import time
 
     import torch
 
-    texts = [(_PROBE * 4)[i:] for i in range(passages)]
+    texts = texts if texts is not None else [(_PROBE * 4)[i:] for i in range(passages)]
+    passages = len(texts)
     out: dict[str, float] = {}
     for name in ("fp32", "bf16-autocast"):
         ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if name != "fp32" else contextlib.nullcontext
@@ -166,6 +171,12 @@ class SentenceTransformerEmbedder:
         self.precision = "fp32"
         #: seconds per probe batch per precision, when "auto" measured them at warm-up (CPUs with bf16 units)
         self.precision_timings: dict[str, float] = {}
+        #: what runs for queries (one short text per call): measured separately by "auto", else ``precision``
+        self.query_precision = "fp32"
+        self.query_precision_timings: dict[str, float] = {}
+        #: CPU threads torch uses for query embeddings (None: torch's default, as for passages); the engine
+        #: sets ``embedding.query_threads`` here (see cjkrag/__init__.py for the measurement)
+        self.query_threads: int | None = None
         self.model_ref = model
         self.name = name or model
         self.device_request = device
@@ -207,8 +218,19 @@ class SentenceTransformerEmbedder:
                                         self.profile.passage_prompt_name, self.profile.passage_prefix)  # fmt: skip
                 self.precision_timings = measure_cpu_precision(model, prefix)
                 self.precision = pick_cpu_precision(self.precision_timings)
-                log.info("embedding precision measured on this CPU (s/batch): %s -> %s",
-                         {k: round(v, 4) for k, v in self.precision_timings.items()}, self.precision)  # fmt: skip
+                # a query is one short text, not a batch of long ones: the faster precision can differ,
+                # so it is timed on its own (autocast is chosen per call; the weights stay fp32)
+                qprefix = resolve_prefix(dict(getattr(model, "prompts", None) or {}),
+                                         self.profile.query_prompt_name, self.profile.query_prefix)  # fmt: skip
+                with self._threads(self.query_threads):  # timed as queries will run
+                    self.query_precision_timings = measure_cpu_precision(model, qprefix, reps=4, texts=[_QUERY_PROBE])
+                self.query_precision = pick_cpu_precision(self.query_precision_timings)
+                log.info("embedding precision measured on this CPU (s/batch): passages %s -> %s, queries %s -> %s",
+                         {k: round(v, 4) for k, v in self.precision_timings.items()}, self.precision,
+                         {k: round(v, 4) for k, v in self.query_precision_timings.items()},
+                         self.query_precision)  # fmt: skip
+            else:
+                self.query_precision = self.precision
             if self.precision in ("fp16", "bf16"):
                 model = model.to(torch.float16 if self.precision == "fp16" else torch.bfloat16)
             model.eval()
@@ -289,11 +311,11 @@ class SentenceTransformerEmbedder:
 
     def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
         self.warm_up()
-        return self._embed(texts, self.passage_prefix)
+        return self._embed(texts, self.passage_prefix, self.precision)
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         self.warm_up()
-        return self._embed(texts, self.query_prefix)
+        return self._embed(texts, self.query_prefix, self.query_precision, self.query_threads)
 
     def count_tokens(self, text: str) -> int:
         """Tokens the model sees for ``text`` as a passage (prefix and specials included), untruncated."""
@@ -339,7 +361,7 @@ class SentenceTransformerEmbedder:
                     self._counter = private
         return self._counter
 
-    def _embed(self, texts: Sequence[str], prefix: str) -> np.ndarray:
+    def _embed(self, texts: Sequence[str], prefix: str, precision: str, threads: int | None = None) -> np.ndarray:
         if isinstance(texts, str):
             raise TypeError("pass a sequence of strings, not a single string")
         items = list(texts)
@@ -353,11 +375,11 @@ class SentenceTransformerEmbedder:
         out = np.empty((len(items), self.dim), dtype=np.float32)
         batch = self.batch_size
         pos = 0
-        with self._lock:
+        with self._lock, self._threads(threads):
             while pos < len(order):
                 idx = order[pos : pos + batch]
                 try:
-                    vecs = self._encode([items[i] for i in idx], prefix)
+                    vecs = self._encode([items[i] for i in idx], prefix, precision)
                 except RuntimeError as exc:
                     if "out of memory" not in str(exc).lower() or batch == 1:
                         raise ModelError(f"{self.name}: embedding failed on {self.device} ({exc})") from exc
@@ -374,12 +396,29 @@ class SentenceTransformerEmbedder:
             out /= np.maximum(norms, 1e-12)
         return out
 
-    def _encode(self, texts: list[str], prefix: str) -> np.ndarray:
+    @contextlib.contextmanager
+    def _threads(self, threads: int | None) -> Iterator[None]:
+        """torch's intra-op threads set to ``threads`` for one call on the CPU (under the model lock), then back."""
+        if not threads or (self.device or "cpu") != "cpu":  # None: during warm-up's CPU-only probes
+            yield
+            return
+        import torch
+
+        before = torch.get_num_threads()
+        if before != threads:
+            torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            if before != threads:
+                torch.set_num_threads(before)
+
+    def _encode(self, texts: list[str], prefix: str, precision: str) -> np.ndarray:
         import torch
 
         autocast = (
             torch.autocast("cpu", dtype=torch.bfloat16)
-            if self.precision == "bf16-autocast"
+            if precision == "bf16-autocast"
             else contextlib.nullcontext()
         )
         with torch.inference_mode(), autocast:
