@@ -80,9 +80,23 @@ class EmbeddingConfig(_Strict):
     batch_size: int = Field(32, ge=1, le=4096)
 
 
+#: Where a chunk's context line (document title, section path) goes: the keyword index, the embedded text,
+#: both or neither. Chunk text, offsets and citations are the body either way (README, Results).
+ContextPlacement = Literal["none", "keywords", "embedding", "both"]
+
+
 class ChunkingConfig(_Strict):
     max_tokens: int = Field(512, ge=16, le=8192)
     overlap_tokens: int = Field(64, ge=0)
+    context: ContextPlacement = "keywords"
+
+    @property
+    def context_keywords(self) -> bool:
+        return self.context in ("keywords", "both")
+
+    @property
+    def context_embedding(self) -> bool:
+        return self.context in ("embedding", "both")
 
 
 class AnalyzerConfig(_Strict):
@@ -158,7 +172,8 @@ class Config(_Strict):
         """The analyzer settings a collection's keywords were made with (stored with the collection)."""
         a = self.analyzer
         # kw=title+body: each chunk's keywords include its document title / section path (issue 12)
-        return f"bigrams={a.bigrams},t2s={a.traditional_to_simplified},stop={a.stopwords},kw=title+body"
+        kw = "title+body" if self.chunking.context_keywords else "body"
+        return f"bigrams={a.bigrams},t2s={a.traditional_to_simplified},stop={a.stopwords},kw={kw}"
 
 
 def _default_dict() -> dict[str, Any]:
