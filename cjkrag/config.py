@@ -110,7 +110,11 @@ def _default_weights() -> dict[Literal["dense", "keyword"], float]:
 
 
 class FusionConfig(_Strict):
-    method: Literal["rrf", "weighted", "dbsf", "adaptive"] = "weighted"
+    method: Literal["rrf", "weighted", "dbsf", "adaptive"] = "adaptive"
+    #: adaptive only: run signals multiplied into each run's weight (``fill``, ``standout``, ``gap``), and
+    #: the hit count ``fill`` calls full; the keyword run's language agreement is always applied
+    signals: list[Literal["fill", "standout", "gap"]] = Field(default_factory=list)
+    fill_at: int = Field(20, ge=1)
     k: int = Field(60, ge=1)
     weights: dict[Literal["dense", "keyword"], float] = Field(default_factory=_default_weights)
     normalization: Literal["minmax", "zscore"] = "zscore"
