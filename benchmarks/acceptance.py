@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         from acceptance_report import report  # benchmarks/acceptance_report.py
 
-        report(OUT, RESULTS)
+        report(args.out, RESULTS, hybrid=ADAPTIVE)
     return 0
 
 

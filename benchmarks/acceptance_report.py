@@ -21,6 +21,8 @@ ORDER = ("cmrc2018-passage", "cmrc2018-article", "jaquad-passage", "jaquad-artic
 SINGLE = ("keyword", "dense")
 FIXED = ("weighted zscore", "weighted minmax", "rrf k=60", "rrf k=10", "dbsf")
 METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
+FUSION_COLUMNS = ("weighted zscore", "weighted minmax", "rrf k=60", "rrf k=10", "dbsf", "adaptive fill@20",
+                  "adaptive fill@depth", "adaptive standout", "adaptive fill+language", "adaptive (language)")  # fmt: skip
 
 
 def _load(folder: Path) -> list[dict[str, Any]]:
@@ -75,7 +77,8 @@ def report(folder: Path, results: Path, hybrid: str = "hybrid") -> None:
         for i, (mode, v) in enumerate(e["modes"].items()):
             nd = f"**{v['ndcg@10']:.4f}**" if v["ndcg@10"] == top else f"{v['ndcg@10']:.4f}"
             vs = e["versus"][mode]
-            cmp = "—" if mode == vs["vs"] else f"{vs['wins']}/{vs['losses']}, p = {vs['p']:.2g}"
+            p = "p < 0.001" if vs["p"] < 0.001 else f"p = {vs['p']:.2g}"
+            cmp = "—" if mode == vs["vs"] else f"{vs['wins']}/{vs['losses']}, {p}"
             head = f"| {r['set']} | {r['queries']} |" if i == 0 else "|  |  |"
             print(f"{head} {mode} | {nd} | {v['recall@10']:.4f} | {v['recall@100']:.4f} | {v['mrr@10']:.4f} | "
                   f"{v['p50_ms']:.0f} | {v['p95_ms']:.0f} | {cmp} |")
@@ -89,7 +92,7 @@ def report(folder: Path, results: Path, hybrid: str = "hybrid") -> None:
               f"{c['best_single']} {nd[c['best_single']]:.4f} | {nd[hybrid]:.4f} | {c['hybrid_minus_best_single']:+.4f} | "
               f"{c['best_fixed_fusion']} {nd[c['best_fixed_fusion']]:.4f} | {c['hybrid_minus_best_fixed']:+.4f} | {w} | "
               f"{'yes' if c['ok'] else '**no**'} |")
-    names = [n for n in rows[0]["modes"] if n not in ("keyword", "dense", "hybrid")] if rows else []
+    names = [n for n in FUSION_COLUMNS if rows and n in rows[0]["modes"]]
     print("\n| set | best single | " + " | ".join(names) + " |")
     print("|---|---|" + "---:|" * len(names))
     for r in rows:
