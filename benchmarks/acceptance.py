@@ -43,6 +43,7 @@ sys.path.insert(0, str(HERE))
 import runs as cache  # noqa: E402  benchmarks/runs.py
 
 from cjkrag.config import ChunkingConfig  # noqa: E402
+from cjkrag.pipeline.analyzer.normalize import detect_language  # noqa: E402
 from cjkrag.pipeline.evaluation import (  # noqa: E402
     chunk_hits_to_doc_run,
     compare_modes,
@@ -51,7 +52,6 @@ from cjkrag.pipeline.evaluation import (  # noqa: E402
     load_beir,
     use_eval_store,
 )
-from cjkrag.pipeline.analyzer.normalize import detect_language  # noqa: E402
 from cjkrag.pipeline.fusion import fuse, language_agreement  # noqa: E402
 
 OUT = HERE.parent / "cjkrag-data" / "acceptance"
@@ -235,10 +235,12 @@ def score_runs(beir: Any, raw: dict[str, Any], contexts: tuple[str, ...], has_ti
     return result
 
 
-def rescore(out: Path, contexts: tuple[str, ...]) -> None:
-    """Recompute the fusions and title variants of every saved set from its saved runs (after changing
-    :data:`FUSIONS` or the fusion code), keeping its engine numbers, latency and bigram reference."""
+def rescore(out: Path, contexts: tuple[str, ...], only: set[str] | None = None) -> None:
+    """Recompute the fusions and title variants of the saved sets (``only``: these) from their saved runs
+    (after changing :data:`FUSIONS` or the fusion code), keeping engine numbers, latency and bigram reference."""
     for path in sorted(out.glob("*.json")):
+        if only and path.stem not in only:
+            continue
         result = json.loads(path.read_text(encoding="utf-8"))
         with gzip.open(out / f"{result['set']}.runs.json.gz", "rt", encoding="utf-8") as f:
             raw = json.load(f)
@@ -273,20 +275,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--contexts", default=",".join(CONTEXTS), help="title variants on sets with titles")
     ap.add_argument("--max-queries", type=int, help="a smoke test: the first N queries only")
     ap.add_argument("--out", type=Path, default=OUT)
-    ap.add_argument("--rescore", action="store_true", help="recompute fusions from the saved runs first")
+    ap.add_argument("--rescore", action="store_true", help="recompute fusions of the saved SETS (default: all) "
+                    "from their saved runs instead of measuring")
     ap.add_argument("--report", action="store_true", help="only collect saved results into tables")
     args = ap.parse_args(argv)
     contexts = tuple(c for c in args.contexts.split(",") if c)
     bad = [c for c in contexts if c not in CONTEXTS]
     if bad:
         ap.error(f"--contexts: unknown {bad}; choose from {', '.join(CONTEXTS)}")
-    for folder in args.sets:
+    for folder in [] if args.rescore else args.sets:
         r = measure(folder, args.latency_queries, contexts, args.max_queries, args.out)
         print(json.dumps({"set": r["set"], "seconds": r["seconds"],
                           **{m: r["modes"][m]["ndcg@10"] for m in ("keyword", "dense", "hybrid", ADAPTIVE)},
                           "bigram": r["bigram_bm25"]["ndcg@10"]}))  # fmt: skip
-    if args.rescore:
-        rescore(args.out, contexts)
+    if args.rescore:  # the sets given, else every saved one
+        rescore(args.out, contexts, {f.resolve().name for f in args.sets})
     if args.report:
         from acceptance_report import report  # benchmarks/acceptance_report.py
 

@@ -12,6 +12,7 @@ README numbers are ``benchmarks/results/eval-previous.json``.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,12 @@ def checks(r: dict[str, Any], previous: dict[str, Any] | None, hybrid: str = "hy
 
 
 def report(folder: Path, results: Path, hybrid: str = "hybrid") -> None:
-    rows = _load(folder)
+    rows = []
+    for r in _load(folder):
+        if hybrid not in r["modes"]:
+            print(f"[skip] {r['set']}: no {hybrid!r} (rescore it: acceptance.py --rescore SET)", file=sys.stderr)
+            continue
+        rows.append(r)
     prev_path = results / "eval-previous.json"
     previous = json.loads(prev_path.read_text(encoding="utf-8")) if prev_path.exists() else {}
     evals: dict[str, Any] = {}
