@@ -55,7 +55,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "dbsf": ("dbsf", {}),
     "adaptive fill@depth": ("adaptive", {"signals": ("fill",), "fill_at": None}),
     "adaptive fill@10": ("adaptive", {"signals": ("fill",), "fill_at": 10}),
-    "adaptive (fill@20)": ("adaptive", {}),
+    "adaptive fill@20": ("adaptive", {"signals": ("fill",)}),
     "adaptive fill@50": ("adaptive", {"signals": ("fill",), "fill_at": 50}),
     "adaptive fill+standout": ("adaptive", {"signals": ("fill", "standout"), "fill_at": None}),
     "adaptive standout": ("adaptive", {"signals": ("standout",)}),

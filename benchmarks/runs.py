@@ -3,9 +3,9 @@
     python benchmarks/runs.py embed ../shared/data/beir/jaquad-passage /tmp/beir/lcqmc ...   # fill the cache
     python benchmarks/runs.py embed SET --title                                           # title + text too
 
-Vectors are cached under ``cjkrag-data/bench-cache/<model>/`` (git-ignored), one ``.npy`` per list of texts,
-named by a hash of the model, the side (passage / query) and every text, so a changed text or model is a new
-file and nothing stale is ever reused. The dense run of a query is the exact inner-product top 100 over the
+Vectors are cached per text under ``cjkrag-data/bench-cache/<model>/<side>/`` (git-ignored; keyed by the
+SHA-256 of the text, per model and side), so a changed text or model is a new entry and nothing stale is ever
+reused; ``benchmarks/acceptance.py`` ingests through the same cache (:class:`CachedEmbedder`). The dense run of a query is the exact inner-product top 100 over the
 cached passage vectors (what Milvus' FLAT index returns); the keyword run is bm25s over the analyzer's terms
 (Milvus Lite's BM25 scores differ in detail, so these runs are for comparing variants, while ``cjkrag eval``
 measures the product). A document is embedded whole here (the passage and sentence sets fit the 512-token
@@ -91,36 +91,96 @@ class NotCached(LookupError):
     pass
 
 
+class TextCache:
+    """Vectors by text: ``<CACHE>/<model>/<side>/*.npz`` shards of (sha256 of the text, vector), loaded once.
+    A text is embedded at most once per model and side, whichever benchmark asks first (the engine's ingest
+    through :class:`CachedEmbedder`, or :func:`vectors`)."""
+
+    def __init__(self, model: str, side: str) -> None:
+        self.folder = CACHE / _slug(model) / side
+        self.side = side
+        self.known: dict[bytes, np.ndarray] = {}
+        for shard in sorted(self.folder.glob("*.npz")) if self.folder.is_dir() else []:
+            with np.load(shard) as data:
+                self.known.update(zip(data["keys"].tolist(), data["vecs"], strict=True))
+
+    @staticmethod
+    def key(text: str) -> bytes:
+        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+    def get(self, texts: Sequence[str], embed: Any, *, cached_only: bool = False) -> np.ndarray:
+        keys = [self.key(t) for t in texts]
+        missing = list(dict.fromkeys(k for k in keys if k not in self.known))
+        if missing and cached_only:
+            raise NotCached(f"{self.side}: {len(missing)} of {len(texts)} texts")
+        if missing:
+            text_of = dict(zip(keys, texts, strict=True))
+            t0 = time.perf_counter()
+            step = 256
+            for k in range(0, len(missing), step):
+                part = missing[k : k + step]
+                vecs = np.asarray(embed([text_of[x] for x in part]), dtype=np.float32)
+                self.known.update(zip(part, vecs, strict=True))
+                self.folder.mkdir(parents=True, exist_ok=True)
+                name = hashlib.sha256(b"".join(part)).hexdigest()[:24]
+                tmp = self.folder / f".{name}.tmp.npz"
+                np.savez(tmp, keys=np.array(part, dtype="S32"), vecs=vecs)
+                tmp.replace(self.folder / f"{name}.npz")
+                done = k + len(part)
+                if len(missing) > step:
+                    print(f"  {self.side}: {done}/{len(missing)} ({done / (time.perf_counter() - t0):.1f}/s)",
+                          file=sys.stderr)
+        if not keys:
+            return np.zeros((0, 0), np.float32)
+        return np.stack([self.known[k] for k in keys]).astype(np.float32)
+
+
+_CACHES: dict[tuple[str, str], TextCache] = {}
+
+
+def text_cache(model: str, side: str) -> TextCache:
+    if (model, side) not in _CACHES:
+        _CACHES[model, side] = TextCache(model, side)
+    return _CACHES[model, side]
+
+
+class CachedEmbedder:
+    """An engine embedder whose passage and query vectors go through the :class:`TextCache` (same model,
+    same texts, same vectors), so re-ingesting a corpus for another variant embeds only new texts."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.max_tokens = inner.max_tokens
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.inner, attr)
+
+    @property
+    def dim(self) -> int:
+        return int(self.inner.dim)
+
+    def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
+        return text_cache(self.name, "passage").get(texts, self.inner.embed_passages)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return text_cache(self.name, "query").get(texts, self.inner.embed_queries)
+
+
 def vectors(
     texts: Sequence[str], side: str, model: str = "bundled:multilingual-e5-small", *, cached_only: bool = False
 ) -> np.ndarray:
     """(n, dim) float32 vectors of ``texts`` as passages or queries, from the cache or embedded now
     (``cached_only``: raise :class:`NotCached` instead of embedding)."""
-    digest = hashlib.sha256(f"{model}\x00{side}".encode())
-    for t in texts:
-        digest.update(t.encode("utf-8", "surrogatepass") + b"\x00")
-    path = CACHE / _slug(model) / f"{side}-{len(texts)}-{digest.hexdigest()[:24]}.npy"
-    if path.exists():
-        return np.load(path)
-    if cached_only:
-        raise NotCached(path.name)
-    emb = embedder()
-    if emb.name != model and not model.endswith(emb.name):
-        print(f"[note] embedder is {emb.name}, cache key says {model}", file=sys.stderr)
-    t0 = time.perf_counter()
-    out = []
-    step = 256
-    for k in range(0, len(texts), step):
-        batch = list(texts[k : k + step])
-        out.append(emb.embed_passages(batch) if side == "passage" else emb.embed_queries(batch))
-        done = k + len(batch)
-        print(f"  {side}: {done}/{len(texts)} ({done / (time.perf_counter() - t0):.1f}/s)", file=sys.stderr)
-    array = np.concatenate(out).astype(np.float32) if out else np.zeros((0, emb.dim), np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, array)
-    tmp.replace(path)
-    return array
+    cache = text_cache(model, side)
+
+    def embed(batch: Sequence[str]) -> np.ndarray:
+        emb = embedder()
+        if emb.name != model and not model.endswith(emb.name):
+            print(f"[note] embedder is {emb.name}, cache key says {model}", file=sys.stderr)
+        return emb.embed_passages(batch) if side == "passage" else emb.embed_queries(batch)
+
+    return cache.get(texts, embed, cached_only=cached_only)
 
 
 def passage_texts(s: EvalSet, title: bool) -> list[str]:

@@ -56,8 +56,11 @@ def query(
     filter_: Annotated[str | None, typer.Option("--filter", help='Filter as JSON, e.g. \'{"field": "metadata.category", "operator": "==", "value": "refund"}\'.')] = None,
     collection: Annotated[str | None, typer.Option(help="Collection to search (default from config).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print hits as JSON (doc_id, chunk_id, text, score, start, end, metadata, scores).")] = False,
+    language: Annotated[str | None, typer.Option("--language", "-l", help="The query's language for the keyword analyzer: zh, ja, ko or en (default: detected from the query).")] = None,
 ) -> None:
     """Search the stored chunks as the given principals."""
+    from cjkrag.pipeline.analyzer.normalize import query_language
+
     filters = None
     if filter_:
         try:
@@ -65,8 +68,10 @@ def query(
         except json.JSONDecodeError as exc:
             raise _fail(CjkragError(f"--filter is not valid JSON ({exc}); quote it in single quotes")) from None
     try:
+        lang = query_language(language, field="--language")  # before loading anything: a typo fails fast
         engine = _engine(config, collection)
-        hits = engine.search(text, principals=principal or [], top_k=top_k, mode=mode, rerank=rerank, filters=filters)
+        hits = engine.search(text, principals=principal or [], top_k=top_k, mode=mode, rerank=rerank, filters=filters,
+                             language=lang)  # fmt: skip
     except CjkragError as exc:
         raise _fail(exc) from None
     if as_json:

@@ -92,9 +92,23 @@ class EmbeddingConfig(_Strict):
     query_threads: int = Field(0, ge=0, le=1024)
 
 
+#: Where a chunk's context line (document title, section path) goes: the keyword index, the embedded text,
+#: both or neither. Chunk text, offsets and citations are the body either way (README, Results).
+ContextPlacement = Literal["none", "keywords", "embedding", "both"]
+
+
 class ChunkingConfig(_Strict):
     max_tokens: int = Field(512, ge=16, le=8192)
     overlap_tokens: int = Field(64, ge=0)
+    context: ContextPlacement = "keywords"
+
+    @property
+    def context_keywords(self) -> bool:
+        return self.context in ("keywords", "both")
+
+    @property
+    def context_embedding(self) -> bool:
+        return self.context in ("embedding", "both")
 
 
 class AnalyzerConfig(_Strict):
@@ -108,7 +122,11 @@ def _default_weights() -> dict[Literal["dense", "keyword"], float]:
 
 
 class FusionConfig(_Strict):
-    method: Literal["rrf", "weighted", "dbsf", "adaptive"] = "weighted"
+    method: Literal["rrf", "weighted", "dbsf", "adaptive"] = "adaptive"
+    #: adaptive only: run signals multiplied into each run's weight (``fill``, ``standout``, ``gap``), and
+    #: the hit count ``fill`` calls full; the keyword run's language agreement is always applied
+    signals: list[Literal["fill", "standout", "gap"]] = Field(default_factory=list)
+    fill_at: int = Field(20, ge=1)
     k: int = Field(60, ge=1)
     weights: dict[Literal["dense", "keyword"], float] = Field(default_factory=_default_weights)
     normalization: Literal["minmax", "zscore"] = "zscore"
@@ -192,7 +210,8 @@ class Config(_Strict):
         """The analyzer settings a collection's keywords were made with (stored with the collection)."""
         a = self.analyzer
         # kw=title+body: each chunk's keywords include its document title / section path (issue 12)
-        return f"bigrams={a.bigrams},t2s={a.traditional_to_simplified},stop={a.stopwords},kw=title+body"
+        kw = "title+body" if self.chunking.context_keywords else "body"
+        return f"bigrams={a.bigrams},t2s={a.traditional_to_simplified},stop={a.stopwords},kw={kw}"
 
 
 def _default_dict() -> dict[str, Any]:

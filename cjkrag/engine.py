@@ -272,8 +272,12 @@ class Engine:
             overlap_tokens=c.overlap_tokens,
             batch_size=self.config.ingest.batch_size,
             versions=Versions(
-                model=f"{e.model}|{e.profile}", chunker=f"{max_tokens}|{c.overlap_tokens}", analyzer=self.analyzer_tag()
+                model=f"{e.model}|{e.profile}",
+                chunker=f"{max_tokens}|{c.overlap_tokens}" + ("|ctx" if c.context_embedding else ""),
+                analyzer=self.analyzer_tag(),
             ),
+            context_keywords=c.context_keywords,
+            context_embedding=c.context_embedding,
             progress=Progress(on_progress, rich=rich),
             sync=sync,
             dry_run=dry_run,

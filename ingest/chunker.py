@@ -30,6 +30,7 @@ __all__ = [
     "chunk_context",
     "chunk_text",
     "context_tokens",
+    "fit_context",
     "is_grapheme_break",
     "keyword_text",
     "with_context",
@@ -144,6 +145,26 @@ def context_tokens(doc: Document, tokenizer: TokenCounter) -> int:
         return 0
     base = tokenizer.count_tokens("x")
     return max(tokenizer.count_tokens(with_context(line, "x")) - base for line in lines)
+
+
+def fit_context(line: str, tokenizer: TokenCounter, limit: int) -> str:
+    """``line`` cut (at a token boundary) so that it adds at most ``limit`` tokens before a chunk's body."""
+    base = tokenizer.count_tokens("x")
+
+    def cost(s: str) -> int:
+        return tokenizer.count_tokens(with_context(s, "x")) - base if s else 0
+
+    if cost(line) <= limit:
+        return line
+    ends = [e for _, e in tokenizer.token_offsets(line)]
+    lo, hi = 0, len(ends)  # the longest prefix of whole tokens that fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if cost(line[: ends[mid - 1]].rstrip()) <= limit:
+            lo = mid
+        else:
+            hi = mid - 1
+    return line[: ends[lo - 1]].rstrip() if lo else ""
 
 
 def chunk_text(

@@ -28,7 +28,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cjkrag.errors import AccessError, CjkragError, InputError, StoreError, StoreUnavailable
-from cjkrag.ingest.chunker import keyword_text, with_language
+from cjkrag.ingest.chunker import (
+    chunk_context,
+    context_tokens,
+    fit_context,
+    keyword_text,
+    with_context,
+    with_language,
+)
 from cjkrag.ingest.manifest import Entry, Manifest, Versions, access_hash, content_hash
 from cjkrag.ingest.records import chunk_id, document_hash
 from cjkrag.ingest.report import Failure, IngestReport
@@ -105,6 +112,8 @@ class IngestJob:
     max_delete_share: float = 0.5  # --sync refuses to delete more than this share of documents without yes
     yes: bool = False
     queue_docs: int = 64  # bounded queues between stages, in documents
+    context_keywords: bool = True  # the chunk's context line (title, section path) in its keywords
+    context_embedding: bool = False  # ... and in its embedded text, inside max_tokens (chunking.context)
     #: None: this process runs every stage; a RayOptions: Ray workers chunk, analyze and embed, this process
     #: (the single writer) upserts and commits the manifest (ingest/ray_engine.py)
     ray: Any = None
@@ -116,6 +125,12 @@ class IngestJob:
     @property
     def remote_prep(self) -> bool:
         return self.ray is not None or self.prep_workers > 0
+
+    def worker_args(self) -> dict[str, Any]:
+        """What a worker's own job (process pool, Ray actor) needs to fill a Work exactly as this one would."""
+        return {"max_tokens": self.max_tokens, "overlap_tokens": self.overlap_tokens, "versions": self.versions,
+                "token_budget": self.token_budget, "batch_size": self.batch_size,
+                "context_keywords": self.context_keywords, "context_embedding": self.context_embedding}  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.manifest is None:
@@ -286,8 +301,8 @@ class IngestJob:
         doc = work.doc
         work.chunks = self._chunks_for(doc)
         work.passages = self._passages_for(doc, work.chunks)
-        work.keywords = self.analyzer.analyze_many([keyword_text(doc, c) for c in work.chunks],
-                                                   [doc.language] * len(work.chunks))  # fmt: skip
+        texts = [keyword_text(doc, c) if self.context_keywords else c.text for c in work.chunks]
+        work.keywords = self.analyzer.analyze_many(texts, [doc.language] * len(work.chunks))
         work.entry.chunk_ids = [chunk_id(doc.id, c.index, c.text) for c in work.chunks]
 
     def vectors_reusable(self, work: Work) -> bool:
@@ -310,15 +325,32 @@ class IngestJob:
             self._reuse_vectors(work)
         return work
 
+    def _context_budget(self, doc: Document) -> int:
+        """Tokens reserved in every chunk for the context line when it is embedded (at most a quarter of
+        ``max_tokens``; a longer line is cut to fit, see :func:`~cjkrag.ingest.chunker.fit_context`)."""
+        if not self.context_embedding:
+            return 0
+        return min(context_tokens(doc, self.embedder), self.max_tokens // 4)
+
     def _chunks_for(self, doc: Document) -> list[Chunk]:
-        """The document's chunks (the `quality` branch adds per-document language detection here)."""
+        """The document's chunks; with the context embedded, each leaves room for its context line, so the
+        embedded text still fits ``max_tokens`` and nothing is truncated."""
         from cjkrag.ingest.chunker import chunk_text
 
-        return chunk_text(doc.text, self.embedder, max_tokens=self.max_tokens, overlap_tokens=self.overlap_tokens)
+        reserve = self._context_budget(doc)
+        budget = self.max_tokens - reserve
+        overlap = self.overlap_tokens
+        if reserve:
+            text_tokens = budget - self.embedder.count_tokens("")
+            overlap = min(overlap, max(0, (text_tokens - 1) // 2))
+        return chunk_text(doc.text, self.embedder, max_tokens=budget, overlap_tokens=overlap)
 
     def _passages_for(self, doc: Document, chunks: Sequence[Chunk]) -> list[str]:
-        """The text embedded for each chunk (the `quality` branch adds title/section context here)."""
-        return [c.text for c in chunks]
+        """The text embedded for each chunk: the body, after its context line when ``context_embedding``."""
+        reserve = self._context_budget(doc)
+        if not reserve:
+            return [c.text for c in chunks]
+        return [with_context(fit_context(chunk_context(doc, c), self.embedder, reserve), c.text) for c in chunks]
 
     def _reuse_vectors(self, work: Work) -> None:
         """Same text, chunker and model: read the stored vectors back instead of embedding again."""

@@ -51,8 +51,7 @@ class PoolStages(Stages):
     def __init__(self, job: IngestJob, report: IngestReport) -> None:
         if not job.worker_config:
             raise ConfigError("ingest.workers needs the engine's config (run it through Engine.ingest)")
-        args = {"max_tokens": job.max_tokens, "overlap_tokens": job.overlap_tokens, "versions": job.versions,
-                "token_budget": job.token_budget, "batch_size": job.batch_size}  # fmt: skip
+        args = job.worker_args()
         self.pool = cf.ProcessPoolExecutor(job.prep_workers, mp_context=multiprocessing.get_context("spawn"),
                                            initializer=_init, initargs=(job.worker_config, type(job), args))  # fmt: skip
         report.stages.setdefault("chunk", 0.0)

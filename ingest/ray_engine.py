@@ -140,8 +140,7 @@ class RayStages(Stages):
         if n < 1:
             raise ConfigError(f"Ray: no actor fits (cluster has {gpus:g} GPUs, {cpus:g} CPUs; "
                               f"each actor asks {per_gpu:g} GPU, {per_cpu:g} CPU): lower ingest.ray.*_per_actor")  # fmt: skip
-        job_args = {"max_tokens": job.max_tokens, "overlap_tokens": job.overlap_tokens, "versions": job.versions,
-                    "token_budget": job.token_budget, "batch_size": job.batch_size}  # fmt: skip
+        job_args = job.worker_args()
         cls = ray.remote(num_cpus=per_cpu, num_gpus=per_gpu, max_restarts=0)(PrepWorker)
         actors = [cls.remote(self.options.config, type(job), job_args) for _ in range(n)]
         infos = ray.get([a.info.remote() for a in actors])

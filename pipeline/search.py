@@ -108,7 +108,7 @@ class SearchPipeline:
         for run in runs.values():
             for stored in run:
                 by_id.setdefault(stored.chunk_id, stored)
-        ranked = self._fuse(runs, by_id)
+        ranked = self._fuse(runs, by_id, query, language)
         if use_rerank and self.reranker is not None and ranked:
             ranked = self._rerank(query, ranked)
         visible: list[Hit] = []
@@ -177,7 +177,9 @@ class SearchPipeline:
             runs["keyword"] = keyword_run(flt)
         return runs
 
-    def _fuse(self, runs: dict[str, list[StoredHit]], by_id: dict[str, StoredHit]) -> list[Hit]:
+    def _fuse(
+        self, runs: dict[str, list[StoredHit]], by_id: dict[str, StoredHit], query: str = "", language: str | None = None
+    ) -> list[Hit]:
         from cjkrag.pipeline.fusion import fuse
 
         ranked = {name: [(h.chunk_id, float(h.score)) for h in hits] for name, hits in runs.items()}
@@ -193,6 +195,14 @@ class SearchPipeline:
             params["k"] = fusion.k
         elif fusion.method == "weighted":
             params["normalization"] = fusion.normalization
+        elif fusion.method == "adaptive":
+            from cjkrag.pipeline.analyzer.normalize import detect_language, parse_language
+            from cjkrag.pipeline.fusion import language_agreement
+
+            lang = parse_language(language) or detect_language(query)
+            hit_languages = [h.fields.get("language") for h in runs.get("keyword", [])]
+            params.update(signals=tuple(fusion.signals), fill_at=fusion.fill_at,
+                          evidence={"keyword": language_agreement(lang, hit_languages)})  # fmt: skip
         fused = fuse(ranked, fusion.method, **params)
         out = []
         for i, item in enumerate(fused):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cjkrag.ingest.chunker import chunk_context, context_tokens, keyword_text, with_context
+from cjkrag.ingest.chunker import chunk_context, context_tokens, fit_context, keyword_text, with_context
 from cjkrag.ingest.embedding.fake import FakeEmbedder
 from cjkrag.types import Chunk, Document
 from tests.conftest import make_engine
@@ -48,3 +48,74 @@ def test_a_title_is_found_by_keyword_and_the_stored_text_stays_the_body(tmp_path
         assert hits[0].title == "임종석"
     finally:
         engine.close()
+
+
+class _Recording:
+    """The engine's embedder, recording every passage it embeds."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.passages: list[str] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def embed_passages(self, texts: list[str]) -> object:
+        self.passages += texts
+        return self.inner.embed_passages(texts)  # type: ignore[attr-defined]
+
+
+def _ingest(tmp_path: Path, context: str, title: str, text: str) -> tuple[object, _Recording]:
+    engine = make_engine(tmp_path, chunking={"max_tokens": 64, "overlap_tokens": 8, "context": context})
+    recorder = _Recording(engine.embedder)
+    engine._embedder = recorder
+    engine.ingest([{"id": "m", "title": title, "text": text, "public": True}])
+    return engine, recorder
+
+
+def test_embedded_context_fits_the_token_budget_and_the_stored_text_stays_the_body(tmp_path: Path) -> None:
+    text = "。".join(f"第{i}節では設定ファイルの書き方と注意点を説明する" for i in range(30))
+    engine, recorder = _ingest(tmp_path, "both", "製品マニュアル", text)
+    try:
+        rows = engine.store.query(None, ["text", "start", "end"])  # type: ignore[attr-defined]
+        assert len(rows) > 3 and len(recorder.passages) == len(rows)
+        for passage in recorder.passages:
+            assert passage.startswith("製品マニュアル\n")
+            assert recorder.count_tokens(passage) <= 64  # inside the budget: nothing is truncated
+        for row in rows:
+            assert row["text"] == text[row["start"] : row["end"]]  # body only, offsets into the body
+    finally:
+        engine.close()  # type: ignore[attr-defined]
+
+
+def test_a_long_title_is_cut_to_a_quarter_of_the_budget(tmp_path: Path) -> None:
+    title = "とても長い題名" * 40
+    engine, recorder = _ingest(tmp_path, "embedding", title, "本文です。" * 60)
+    try:
+        for passage in recorder.passages:
+            line = passage.split("\n", 1)[0]
+            assert title.startswith(line) and 0 < len(line) < len(title)
+            assert recorder.count_tokens(passage) <= 64
+        # "embedding" keeps the title out of the keyword index
+        assert engine.search(title[:7], principals=[], mode="keyword") == []  # type: ignore[attr-defined]
+    finally:
+        engine.close()  # type: ignore[attr-defined]
+
+
+def test_fit_context_cuts_at_a_token_boundary() -> None:
+    embedder = FakeEmbedder(64)
+    line = "alpha beta gamma delta epsilon"
+    assert fit_context(line, embedder, 100) == line
+    cut = fit_context(line, embedder, 3)
+    assert line.startswith(cut) and cut != line
+    assert embedder.count_tokens(with_context(cut, "x")) - embedder.count_tokens("x") <= 3
+    assert fit_context(line, embedder, 0) == ""
+
+
+def test_the_context_setting_is_part_of_the_stored_versions(tmp_path: Path) -> None:
+    """Switching chunking.context re-embeds (chunker version) or re-analyzes (analyzer tag)."""
+    keywords = make_engine(tmp_path, chunking={"context": "keywords"})
+    both = make_engine(tmp_path, chunking={"context": "both"})
+    none = make_engine(tmp_path, chunking={"context": "none"})
+    assert keywords.analyzer_tag() == both.analyzer_tag() != none.analyzer_tag()
+    assert "kw=body" in none.analyzer_tag()

@@ -218,7 +218,7 @@ def test_item_first_in_every_run_comes_first(runs: dict[str, list[tuple[str, flo
 
 
 def test_a_weak_keyword_run_does_not_overturn_a_confident_dense_winner_under_the_default() -> None:
-    """Why the default is weighted z-score (README, Results): a cross-lingual query where keyword search
+    """Why the default is z-score based (README, Results): a cross-lingual query where keyword search
     only matched a shared name in a wrong document. Rank-based RRF (and min-max) put that document first;
     z-scores keep the dense winner, whose lead over the rest of its run is large."""
     from cjkrag.config import FusionConfig
@@ -227,9 +227,10 @@ def test_a_weak_keyword_run_does_not_overturn_a_confident_dense_winner_under_the
     dense.insert(3, ("junk", 0.855))
     runs = {"dense": dense, "keyword": [("junk", 5.0)]}
     default = FusionConfig()
-    assert (default.method, default.normalization) == ("weighted", "zscore")
-    fused = fuse(runs, default.method, normalization=default.normalization, weights=default.weights)
+    assert (default.method, default.signals) == ("adaptive", [])
+    fused = fuse(runs, default.method, weights=default.weights, signals=(), fill_at=default.fill_at)
     assert fused[0].id == "right"
+    assert weighted(runs, normalization="zscore")[0].id == "right"
     assert rrf(runs, k=60)[0].id == "junk"
     assert weighted(runs, normalization="minmax")[0].id == "junk"
 
@@ -244,7 +245,7 @@ def test_adaptive_fill_leans_on_the_run_that_returned_candidates() -> None:
     assert weighted(runs, normalization="zscore")[0].id == "junk"
     fused = adaptive(runs, signals=("fill",), fill_at=None)
     assert fused[0].id == "right"
-    assert adaptive(runs)[0].id == "right"  # the default: fill at 20 hits (keyword weight 2/20)
+    assert adaptive(runs, signals=("fill",))[0].id == "right"  # fill at 20 hits (keyword weight 2/20)
     # the same arithmetic as weighted z-score with the keyword weight scaled by 2/100
     expected = by_id(weighted(runs, {"dense": 1.0, "keyword": 2 / 100}, "zscore"))
     for item in fused:
@@ -255,6 +256,30 @@ def test_adaptive_equals_weighted_zscore_when_runs_are_alike() -> None:
     runs = {"dense": [(f"x{i}", 1.0 - i / 10) for i in range(10)], "keyword": [(f"x{9 - i}", 10.0 - i) for i in range(10)]}
     got = [(it.id, round(it.score, 9)) for it in adaptive(runs)]
     assert got == [(it.id, round(it.score, 9)) for it in weighted(runs, normalization="zscore")]
+
+
+def test_language_agreement_is_the_share_of_keyword_hits_in_the_query_script() -> None:
+    from cjkrag.pipeline.fusion import language_agreement
+
+    assert language_agreement("en", ["zh", "zh", "zh"]) == 0.0  # an English query matched Chinese by a name
+    assert language_agreement("zh", ["ja", "zh"]) == 1.0  # Han: Chinese and Japanese share characters
+    assert language_agreement("ko", ["ko", "zh", "ko", "ko"]) == 0.75
+    assert language_agreement(None, ["zh"]) == language_agreement("zh", []) == 1.0  # unknown: no evidence
+    assert language_agreement("en", ["en"] * 10 + ["zh"] * 90) == 1.0  # the top 10 hits only
+
+
+def test_adaptive_with_language_evidence_follows_dense_across_scripts() -> None:
+    """What the engine does for `fusion.method: adaptive`: an English query whose keyword hits are all
+    Chinese gives the keyword run no weight, so the fused order is dense's; same-script runs fuse as z-score."""
+    dense = [("right", 0.90), ("junk", 0.89), ("d1", 0.5), ("d2", 0.49)]
+    keyword = [("junk", 9.0), ("d2", 1.0)]
+    runs = {"dense": dense, "keyword": keyword}
+    across = adaptive(runs, evidence={"keyword": 0.0})
+    assert [it.id for it in across] == ["right", "junk", "d1", "d2"]
+    same = adaptive(runs, evidence={"keyword": 1.0})
+    assert [(it.id, round(it.score, 9)) for it in same] == [
+        (it.id, round(it.score, 9)) for it in weighted(runs, normalization="zscore")
+    ]
 
 
 def test_adaptive_evidence_and_validation() -> None:

@@ -166,3 +166,25 @@ def test_query_embedding_cache_is_bounded_and_keyed_by_model_and_prompt() -> Non
         v[0] = 5.0  # shared between callers: read-only
     with pytest.raises(ValueError):
         QueryEmbeddingCache(-1)
+
+
+def test_adaptive_fusion_weighs_keyword_by_the_script_of_its_hits(engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default fusion gets, as the keyword run's evidence, the share of its hits (stored `language`) in
+    the query's script family: full weight for a Japanese query over Japanese chunks, none when the query is
+    declared English and only Han chunks matched."""
+    import cjkrag.pipeline.fusion as fusion
+
+    seen: list[dict[str, Any]] = []
+    real = fusion.fuse
+
+    def spy(runs: Any, method: str = "rrf", **params: Any) -> Any:
+        seen.append({"method": method, **params})
+        return real(runs, method, **params)
+
+    monkeypatch.setattr(fusion, "fuse", spy)
+    assert engine.config.retrieval.fusion.method == "adaptive"
+    engine.search("東京は日本の首都", principals=[], mode="hybrid", top_k=5)
+    engine.search("首都", principals=[], mode="hybrid", top_k=5, language="en")
+    assert [s["method"] for s in seen] == ["adaptive", "adaptive"]
+    assert seen[0]["evidence"] == {"keyword": 1.0}
+    assert seen[1]["evidence"] == {"keyword": 0.0}

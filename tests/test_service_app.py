@@ -44,6 +44,7 @@ class FakeEngine:
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple[str, ...]]] = []
         self.narrowings: list[tuple[str, ...] | None] = []
+        self.languages: list[str | None] = []
         self.lock = threading.Lock()
         self.warm_ups = 0
         self.store_up = True
@@ -67,9 +68,11 @@ class FakeEngine:
         mode: str = "hybrid",
         rerank: bool | None = None,
         filters: Mapping[str, Any] | None = None,
+        language: str | None = None,
     ) -> list[Hit]:
         with self.lock:
             self.calls.append((query, tuple(principals)))
+            self.languages.append(language)
             self.narrowings.append(None if narrow_to is None else tuple(narrow_to))
         if self.fail_with is not None:
             raise self.fail_with
@@ -221,6 +224,17 @@ def test_validation_errors(client: TestClient, engine: FakeEngine) -> None:
     assert client.post("/v1/search", json={"query": "q" * 2001}, headers=headers).status_code == 422
     assert client.post("/v1/search", json={"query": "q", "mode": "fuzzy"}, headers=headers).status_code == 422
     assert len(engine.calls) == 1
+
+
+def test_language_overrides_detection_and_is_validated(client: TestClient, engine: FakeEngine) -> None:
+    headers = bearer(SUPPORT_KEY)
+    assert client.post("/v1/search", json={"query": "東京", "language": "ja-JP"}, headers=headers).status_code == 200
+    assert client.post("/v1/search", json={"query": "東京"}, headers=headers).status_code == 200
+    assert engine.languages == ["ja", None]
+    for bad in ("fr", "japanese!", 3):
+        refused = client.post("/v1/search", json={"query": "東京", "language": bad}, headers=headers)
+        assert refused.status_code == 422 and "language" in refused.text
+    assert len(engine.calls) == 2
 
 
 def test_request_body_limit_is_413(client: TestClient, engine: FakeEngine) -> None:

@@ -54,6 +54,7 @@ class EngineLike(Protocol):
         mode: str = "hybrid",
         rerank: bool | None = None,
         filters: Mapping[str, Any] | None = None,
+        language: str | None = None,
     ) -> list[Hit]: ...
 
     def ready(self) -> dict[str, Any]: ...
@@ -220,6 +221,7 @@ def create_app(
                 mode=body.mode,
                 rerank=body.rerank,
                 filters=body.filters,
+                language=body.language,  # checked by SearchRequest: a supported code or None (detect)
             )
         except FilterError as exc:
             return _error(400, "invalid_filter", str(exc))

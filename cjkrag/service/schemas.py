@@ -163,6 +163,12 @@ class SearchRequest(BaseModel):
     mode: SearchMode = Field("hybrid", description="hybrid (dense + keyword, fused), dense or keyword.")
     rerank: bool | None = Field(None, description="Force the cross-encoder on/off; null: as configured.")
     filters: dict[str, Any] | None = Field(None, description="A filter in the cjkrag filter language.")
+    language: str | None = Field(
+        None,
+        max_length=35,
+        description="The query's language for the keyword analyzer: zh, ja, ko or en (tags such as zh-TW, "
+        "ja-JP are folded); null or auto: detected from the query.",
+    )
     principals: list[str] | None = Field(
         None,
         max_length=1000,
@@ -172,6 +178,18 @@ class SearchRequest(BaseModel):
             "principals, so narrowing can only hide documents. Absent: all your principals."
         ),
     )
+
+
+    @field_validator("language")
+    @classmethod
+    def _supported_language(cls, value: str | None) -> str | None:
+        from cjkrag.errors import InputError
+        from cjkrag.pipeline.analyzer.normalize import query_language
+
+        try:
+            return query_language(value)
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class HitOut(BaseModel):

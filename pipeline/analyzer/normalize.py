@@ -152,6 +152,25 @@ def parse_language(language: object, *, field: str = "language") -> Language | N
     return _LANGUAGE_ALIASES.get(primary)
 
 
+SUPPORTED_LANGUAGES: Final[tuple[str, ...]] = ("zh", "ja", "ko", "en")
+
+
+def query_language(language: object, *, field: str = "language") -> Language | None:
+    """An explicit query language (``cjkrag query --language``, the service's ``language``): one of
+    :data:`SUPPORTED_LANGUAGES` (aliases such as ``zh-TW``, ``ja-JP``, ``ko-KR``, ``jpn`` are folded), or
+    ``None`` / ``"auto"`` to detect it from the query. Unlike :func:`parse_language`, a well-formed code of a
+    language the analyzer does not know (``fr``) is refused: overriding detection with it would do nothing."""
+    if language is None:
+        return None
+    code = parse_language(language, field=field)
+    if code is None and str(language).strip().lower() != "auto":
+        raise InputError(
+            f"{field}={language!r} is not a supported language: use one of {', '.join(SUPPORTED_LANGUAGES)} "
+            "(or a tag such as zh-TW, ja-JP, ko-KR), or auto to detect it from the query"
+        )
+    return code
+
+
 _HANGUL_RE: Final = re.compile(f"[{HANGUL}]")
 _LETTER_RE: Final = re.compile(r"[^\W\d_]")
 _DETECT_CHARS: Final = 1 << 18  # a long text is judged on its first 256k characters
