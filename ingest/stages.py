@@ -12,7 +12,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from cjkrag.errors import StoreError, StoreUnavailable
@@ -86,32 +86,27 @@ class Stages:
                 if not block:
                     return None
 
-    def _gather(self, q: queue.Queue[Any], first: Work, chunks: int) -> tuple[list[Work], bool]:
-        """``first`` plus what is already queued, up to ``chunks`` chunks; True when the end was reached."""
-        batch, n = [first], len(first.chunks)
-        while n < chunks:
+    def _take(self, q: queue.Queue[Any], first: Work, room: Callable[[list[Work]], bool]) -> tuple[list[Work], bool]:
+        """``first`` plus what is already queued while ``room(batch)``; True when the end was reached."""
+        batch = [first]
+        while room(batch):
             more = self._get(q, block=False)
             if more is None:
                 break
             if more is _END:
                 return batch, True
             batch.append(more)
-            n += len(more.chunks)
         return batch, False
+
+    def _gather(self, q: queue.Queue[Any], first: Work, chunks: int) -> tuple[list[Work], bool]:
+        """``first`` plus what is already queued, up to ``chunks`` chunks; True when the end was reached."""
+        return self._take(q, first, lambda batch: sum(len(w.chunks) for w in batch) < chunks)
 
     def _gather_docs(self, q: queue.Queue[Any], first: Work, max_docs: int,
                      max_chars: int = 200_000) -> tuple[list[Work], bool]:  # fmt: skip
         """``first`` plus what is already queued, up to ``max_docs`` documents / ``max_chars`` of text."""
-        batch, chars = [first], len(first.doc.text)
-        while len(batch) < max_docs and chars < max_chars:
-            more = self._get(q, block=False)
-            if more is None:
-                break
-            if more is _END:
-                return batch, True
-            batch.append(more)
-            chars += len(more.doc.text)
-        return batch, False
+        return self._take(q, first, lambda batch: len(batch) < max_docs
+                          and sum(len(w.doc.text) for w in batch) < max_chars)  # fmt: skip
 
     def _guarded(self, loop: Any) -> None:
         try:
