@@ -272,7 +272,8 @@ class Engine:
             overlap_tokens=c.overlap_tokens,
             batch_size=self.config.ingest.batch_size,
             versions=Versions(
-                model=f"{e.model}|{e.profile}",
+                # another runtime computes (slightly) other vectors: re-embed rather than mix them
+                model=f"{e.model}|{e.profile}" + ("" if e.backend == "torch" else f"|{e.backend}"),
                 chunker=f"{max_tokens}|{c.overlap_tokens}" + ("|ctx" if c.context_embedding else ""),
                 analyzer=self.analyzer_tag(),
             ),

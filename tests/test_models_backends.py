@@ -131,9 +131,23 @@ def test_real_gate_then_engine_uses_the_build(tiny_model: Path, onnx_build: Path
                       candidate_backend="onnx", cache_dir=tmp_path / "cache")
     assert report["passed"] and report["candidate_backend"] == "onnx"
     write_gate(report, build / "gate.json")
-    cfg = load_config({"embedding": {"model": str(build), "backend": "onnx"}, "data_dir": str(tmp_path / "data")})
+    small = {"max_tokens": 96, "overlap_tokens": 16}  # the tiny model reads 128 tokens
+    cfg = load_config({"embedding": {"model": str(build), "backend": "onnx"}, "chunking": small,
+                       "data_dir": str(tmp_path / "data")})
     engine = Engine(cfg)
     emb = engine.embedder
     assert type(emb).__name__ == "BackendEmbedder" and emb.name.endswith("|onnx")
     ref = _torch_vectors(tiny_model)
     assert float((emb.embed_passages(TEXTS) * ref).sum(axis=1).min()) >= 0.99999
+    docs = [{"id": "d1", "text": TEXTS[0], "public": True}]
+    assert engine.ingest(docs).documents == 1
+    onnx_versions = {e.versions.model for e in engine.manifest.iter_all()}
+    engine.close()
+    assert onnx_versions == {f"{build}|auto|onnx"}
+    torch_engine = Engine(load_config({"embedding": {"model": str(build)}, "chunking": small,
+                                       "data_dir": str(tmp_path / "data")}))
+    try:  # the same folder on torch is another runtime: its vectors are re-embedded, never mixed
+        report = torch_engine.ingest(docs)
+        assert report.documents == 1 and report.reused == 0, report.failures
+    finally:
+        torch_engine.close()
