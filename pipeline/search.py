@@ -75,6 +75,8 @@ class SearchPipeline:
     embed_queries: Callable[[list[str]], np.ndarray] | None = None
     #: (query, passages) requests -> their rerank scores in one model pass (the service's rerank batcher)
     rerank_scores: Callable[[list[tuple[str, list[str]]]], Sequence[Sequence[float]]] | None = None
+    #: stores with ``fetch`` (Milvus): search for ids and scores only, fetch the fields of the hits kept
+    late_fetch: bool = True
 
     def search(
         self,
@@ -103,21 +105,52 @@ class SearchPipeline:
         single = mode != "hybrid" and not use_rerank
         depth = top_k if single else max(top_k, self.retrieval.candidates, self.rerank_top_n if use_rerank else 0)
 
-        runs = self._retrieve(query, mode, depth, combined, language)
+        late = callable(getattr(self.store, "fetch", None)) and self.late_fetch
+        runs, flt = self._retrieve(query, mode, depth, combined, language, late)
         by_id: dict[str, StoredHit] = {}
         for run in runs.values():
             for stored in run:
                 by_id.setdefault(stored.chunk_id, stored)
         ranked = self._fuse(runs, by_id, query, language)
+        done: set[str] = set()
         if use_rerank and self.reranker is not None and ranked:
+            if late:  # the cross-encoder reads the texts of the head it reranks
+                ranked = (
+                    self._fetched(ranked[: self.rerank_top_n], by_id, flt, done) + ranked[self.rerank_top_n :]
+                )
             ranked = self._rerank(query, ranked)
         visible: list[Hit] = []
-        for h in ranked:  # post-check what is returned (in order, until top_k): each is checked
-            if self._visible(access, by_id[h.chunk_id]):
-                visible.append(h)
-                if len(visible) == top_k:
-                    break
+        start = 0
+        while len(visible) < top_k and start < len(ranked):
+            # post-check what is returned (in order, until top_k): each is checked; with a late fetch the
+            # fields come from a second store query (same filter, access included), for these hits only
+            batch = ranked[start : start + top_k - len(visible)]
+            start += len(batch)
+            if late:
+                batch = self._fetched(batch, by_id, flt, done)
+            for h in batch:
+                if self._visible(access, by_id[h.chunk_id]):
+                    visible.append(h)
         return visible
+
+    def _fetched(self, hits: list[Hit], by_id: dict[str, StoredHit], flt: Any, done: set[str]) -> list[Hit]:
+        """``hits`` with their stored fields fetched (late fetch; ``done``: ids fetched already); those the
+        store no longer returns under the query's filter (deleted since the search) are left out."""
+        missing = [h.chunk_id for h in hits if h.chunk_id not in done]
+        if missing:
+            fetched = self.store.fetch(missing, flt)  # type: ignore[attr-defined]
+            for cid in missing:
+                fields = fetched.get(cid)
+                if fields is not None:
+                    by_id[cid].fields.update(fields)
+                    done.add(cid)
+        out = []
+        for h in hits:
+            if h.chunk_id in done:
+                out.append(_hit(by_id[h.chunk_id], h.score, h.scores, h.ranks))
+            else:
+                log.info("chunk %s left the store between search and fetch; skipped", h.chunk_id)
+        return out
 
     def query_vector(self, query: str) -> list[float]:
         """The query's embedding: from the LRU cache, else from ``embed_queries`` (the service's
@@ -130,22 +163,30 @@ class SearchPipeline:
         return [float(x) for x in vector]
 
     def _retrieve(
-        self, query: str, mode: str, depth: int, combined: FilterNode | None, language: str | None
-    ) -> dict[str, list[StoredHit]]:
-        """Dense and/or keyword candidates under ONE preparation of the filter (access clause included).
+        self, query: str, mode: str, depth: int, combined: FilterNode | None, language: str | None, late: bool
+    ) -> tuple[dict[str, list[StoredHit]], Any]:
+        """Dense and/or keyword candidates under ONE preparation of the filter (access clause included), and
+        that prepared filter (the late fetch applies it again).
 
         With ``concurrent``, while this thread embeds the query a worker thread prepares the filter (on
-        Milvus Lite: the access clause's deny resolution, two store round trips) and, in hybrid mode, runs
-        the keyword side (analysis, BM25 search); the dense search then reuses the prepared filter. Same
-        calls, same arguments as sequentially: only the overlap differs (the tests compare).
+        Milvus Lite: the access clause's deny resolution, two store round trips unless cached) and, in
+        hybrid mode, runs the keyword side (analysis, BM25 search); the dense search then reuses the
+        prepared filter. Same calls, same arguments as sequentially: only the overlap differs (the tests
+        compare). With ``late``, the searches return ids and scores only (plus each keyword hit's language
+        when fusion is adaptive): the fields of the hits kept are fetched afterwards.
         """
         store = self.store
         prepare = getattr(store, "prepare_filter", None)
         dense, keyword = mode in ("hybrid", "dense"), mode in ("hybrid", "keyword")
+        lean: dict[str, Any] = {}
+        lean_keyword: dict[str, Any] = {}
+        if late:
+            adaptive = mode == "hybrid" and self.retrieval.fusion.method == "adaptive"
+            lean, lean_keyword = {"fields": ()}, {"fields": ("language",) if adaptive else ()}
 
         def keyword_run(flt: Any) -> list[StoredHit]:
             terms = self.analyzer.analyze_query(query, language)
-            return store.search_keyword(terms, depth, flt) if terms else []
+            return store.search_keyword(terms, depth, flt, **lean_keyword) if terms else []
 
         if dense and self.concurrent and (keyword or prepare is not None):
             prepared: Future[Any] = Future()
@@ -162,20 +203,21 @@ class SearchPipeline:
             worker = _workers().submit(side)
             try:
                 vector = self.query_vector(query)
-                dense_run = store.search_dense(vector, depth, prepared.result())
+                flt = prepared.result()
+                dense_run = store.search_dense(vector, depth, flt, **lean)
             finally:
                 keyword_hits = worker.result()  # never leave the worker running past this call
             both = {"dense": dense_run}
             if keyword_hits is not None:
                 both["keyword"] = keyword_hits
-            return both
+            return both, flt
         flt = prepare(combined) if prepare is not None else combined
         runs: dict[str, list[StoredHit]] = {}
         if dense:
-            runs["dense"] = store.search_dense(self.query_vector(query), depth, flt)
+            runs["dense"] = store.search_dense(self.query_vector(query), depth, flt, **lean)
         if keyword:
             runs["keyword"] = keyword_run(flt)
-        return runs
+        return runs, flt
 
     def _fuse(
         self, runs: dict[str, list[StoredHit]], by_id: dict[str, StoredHit], query: str = "", language: str | None = None

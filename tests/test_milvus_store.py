@@ -346,3 +346,94 @@ def test_a_prepared_filter_is_used_as_is_and_only_by_its_store(store: MilvusStor
     other = MilvusStore(str(tmp_path / "other.db"), "other")
     with pytest.raises(StoreError, match="only for the store that prepared it"):
         other.search_dense(vec, 5, prepared)
+
+
+# -- late fetch and the NOT-resolution cache (issue 15: less work per query) -----------------------------
+def test_search_without_fields_then_fetch(store: MilvusStore) -> None:
+    store.ensure_collection(DIM)
+    store.upsert([make_record(f"f{i}", tenant="a" if i < 3 else "b", language="zh") for i in range(6)])
+    vec = [1.0] + [0.0] * (DIM - 1)
+    full = store.search_dense(vec, 6, None)
+    lean = store.search_dense(vec, 6, None, fields=())
+    assert [(h.chunk_id, h.score) for h in lean] == [(h.chunk_id, h.score) for h in full]
+    assert all(h.fields == {} for h in lean) and all(h.fields["text"] for h in full)
+    some = store.search_keyword(["f1"], 3, None, fields=("language",))
+    assert some and all(h.fields == {"language": "zh"} for h in some)
+    by_id = {h.chunk_id: h.fields for h in full}
+    ids = [h.chunk_id for h in lean]
+    assert store.fetch(ids, None) == by_id  # every output field, as the full search gave them
+    tenant_a = Condition("tenant", "==", "a")
+    assert set(store.fetch(ids, store.prepare_filter(tenant_a))) == {"f0", "f1", "f2"}  # filter applied again
+    assert store.fetch(["f1", "nope"], None, ["doc_id"]) == {"f1": {"doc_id": "doc-f1"}}
+    assert store.fetch(["nope"], tenant_a) == {} and store.fetch([], None) == {}
+    with pytest.raises(StoreError, match="not search output fields"):
+        store.fetch(ids, None, ["vector"])
+    with pytest.raises(StoreError, match="not search output fields"):
+        store.search_dense(vec, 3, None, fields=["keywords"])
+    with pytest.raises(StoreError, match="limit"):
+        store.fetch([f"x{i}" for i in range(store_mod.MAX_TOP_K + 1)], None)
+
+
+def test_deny_resolution_is_cached_until_the_next_write(
+    store: MilvusStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lite resolves NOT deny contains_any P to ids (two round trips); the answer is reused until a write."""
+    from cjkrag.connectors.filters import acl_filter
+
+    store.ensure_collection(DIM)
+    store.upsert([make_record(f"d{i}", public=True, deny=["u:x"] if i == 4 else []) for i in range(6)])
+    lookups: list[str] = []
+    real = store._lookup_ids
+    monkeypatch.setattr(store, "_lookup_ids", lambda expr, limit: lookups.append(expr) or real(expr, limit))
+    access = acl_filter(["u:x"])
+
+    def visible() -> set[str]:
+        return {str(r["chunk_id"]) for r in store.query(access, ["chunk_id"])}
+
+    assert visible() == {"d0", "d1", "d2", "d3", "d5"}
+    assert visible() == {"d0", "d1", "d2", "d3", "d5"} and len(lookups) == 1  # the second one was cached
+    store.upsert([make_record("d0", public=True, deny=["u:x"])])  # d0 now denies u:x: must vanish at once
+    assert visible() == {"d1", "d2", "d3", "d5"} and len(lookups) == 2
+    store.delete(ids=["d4"])
+    store.upsert([make_record("d4", public=True)])  # d4's deny is gone: it must appear at once
+    assert visible() == {"d1", "d2", "d3", "d4", "d5"} and len(lookups) == 3
+    store.delete(filters=Condition("doc_id", "==", "doc-d0"))
+    assert visible() == {"d1", "d2", "d3", "d4", "d5"} and len(lookups) == 4
+    assert store.search_dense([1.0] + [0.0] * (DIM - 1), 10, access) and len(lookups) == 4
+
+
+def test_resolutions_read_during_a_write_are_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cjkrag.connectors.milvus import resolve_cache as rc
+
+    calls: list[int] = []
+
+    def lookup(expr: str, limit: int) -> list[str] | None:
+        calls.append(1)
+        return ["a"]
+
+    path = f"/nowhere/{uuid.uuid4().hex}.db"
+    rc.write_begin(path)
+    assert rc.resolve(path, "c", "e", 5, lookup) == ["a"] and rc.resolve(path, "c", "e", 5, lookup) == ["a"]
+    assert len(calls) == 2  # nothing kept while a write is in flight
+    rc.write_end(path)
+
+    def racing(expr: str, limit: int) -> list[str] | None:  # a write starts and ends while it reads
+        rc.write_begin(path)
+        rc.write_end(path)
+        return lookup(expr, limit)
+
+    rc.resolve(path, "c", "e", 5, racing)
+    rc.resolve(path, "c", "e", 5, lookup)
+    assert len(calls) == 4  # the racing answer was not kept
+    got = rc.resolve(path, "c", "e", 5, lookup)
+    assert len(calls) == 4 and got == ["a"]
+    got.append("mutated")  # callers get copies
+    assert rc.resolve(path, "c", "e", 5, lookup) == ["a"]
+    assert rc.resolve(path, "c", "e", 6, lookup) == ["a"] and len(calls) == 5  # the limit is in the key
+    rc.forget(path)  # a store closing the file: nothing about it stays
+    rc.resolve(path, "c", "e", 5, lookup)
+    assert len(calls) == 6
+    monkeypatch.setattr(rc, "MAX_ENTRIES", 2)
+    for i in range(5):
+        rc.resolve(path, "c", f"e{i}", 5, lookup)
+    assert rc.size()[0] <= 2

@@ -85,11 +85,14 @@ class LeakyStore:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
 
-    def search_dense(self, vector: Any, top_k: int, filters: Any) -> Any:
-        return self.inner.search_dense(vector, top_k, None)
+    def search_dense(self, vector: Any, top_k: int, filters: Any, **kw: Any) -> Any:
+        return self.inner.search_dense(vector, top_k, None, **kw)
 
-    def search_keyword(self, terms: Any, top_k: int, filters: Any) -> Any:
-        return self.inner.search_keyword(terms, top_k, None)
+    def search_keyword(self, terms: Any, top_k: int, filters: Any, **kw: Any) -> Any:
+        return self.inner.search_keyword(terms, top_k, None, **kw)
+
+    def fetch(self, ids: Any, filters: Any, fields: Any = None) -> Any:  # the late fetch leaks too
+        return self.inner.fetch(ids, None, fields)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -108,6 +111,50 @@ def test_post_check_drops_and_logs_what_a_broken_store_leaks(tmp_path: Any, capl
             assert {h.doc_id for h in pipeline.search("首都", principals=["group:x"], mode=mode)} == {"open"}
     assert "post-check dropped chunk" in caplog.text
     eng.close()
+
+
+class LeakySearchStore(LeakyStore):
+    """Searches ignore filters, the late fetch does not: the fetch's filter already hides the leak."""
+
+    def fetch(self, ids: Any, filters: Any, fields: Any = None) -> Any:
+        return self.inner.fetch(ids, filters, fields)
+
+
+def test_late_fetch_applies_the_access_filter_again(tmp_path: Any) -> None:
+    from tests.conftest import make_engine
+
+    eng = make_engine(tmp_path)
+    eng.ingest([{"id": "secret", "text": "机密：首都的服务器密码", "acl": ["group:ops"]},
+                {"id": "open", "text": "首都的天气", "public": True}])  # fmt: skip
+    pipeline = eng.pipeline
+    assert pipeline.late_fetch and callable(getattr(eng.store, "fetch", None))
+    pipeline.store = LeakySearchStore(eng.store)
+    for mode in ("dense", "keyword", "hybrid"):
+        hits = pipeline.search("首都", principals=["group:x"], mode=mode)
+        assert [h.doc_id for h in hits] == ["open"]
+        assert hits[0].text == "首都的天气"
+    eng.close()
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "dense", "keyword"])
+def test_late_fetch_returns_exactly_the_hits_of_a_full_search(engine: Any, mode: str) -> None:
+    """Searching for ids and scores, then fetching the fields of the hits kept, changes nothing returned."""
+    pipeline = engine.pipeline
+    queries = ["首都", "日本の首都", "수도", "API rate limits", "港口城市", "検索エンジン"]
+    filters = {"field": "tenant", "operator": "==", "value": "acme"}
+    saved = pipeline.late_fetch
+    try:
+        runs = {}
+        for late in (False, True):
+            pipeline.late_fetch = late
+            runs[late] = [
+                [h.to_dict() for h in pipeline.search(q, principals=["group:x"], top_k=k, filters=f, mode=mode)]
+                for q in queries for f in (None, filters) for k in (1, 5)
+            ]  # fmt: skip
+    finally:
+        pipeline.late_fetch = saved
+    assert runs[True] == runs[False]
+    assert any(runs[True])
 
 
 @pytest.mark.parametrize("mode", ["hybrid", "dense"])

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cjkrag.connectors.locking import acquire_store_lock, release_store_lock
+from cjkrag.connectors.milvus import resolve_cache
 from cjkrag.connectors.milvus.filters import literal, render, translate
 from cjkrag.connectors.milvus.lite import (
     import_milvus_lite,
@@ -218,7 +219,22 @@ class MilvusStore:
             self._dim = None
             path, self._lite_path = self._lite_path, None
             if path is not None:
+                resolve_cache.forget(path)  # the file may change hands: nothing read from it stays valid
                 lite_closed(path)
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Around every write: the NOT resolutions read from this Lite file before it are stale after it
+        (``resolve_cache.py``), and none read while it runs is kept."""
+        path = self._lite_path
+        if path is None:
+            yield
+            return
+        resolve_cache.write_begin(path)
+        try:
+            yield
+        finally:
+            resolve_cache.write_end(path)
 
     # -- collection -----------------------------------------------------------------------------------
     def _describe(self) -> dict[str, Any] | None:
@@ -279,6 +295,10 @@ class MilvusStore:
             self._load()
             self._dim = dim
             return
+        with self._writing():
+            self._create(dim)
+
+    def _create(self, dim: int) -> None:
         import pymilvus
 
         client = self._c()
@@ -316,8 +336,9 @@ class MilvusStore:
 
     def drop_collection(self) -> None:
         client = self._c()
-        if self._call("has_collection", client.has_collection, self.collection):
-            self._call("drop_collection", client.drop_collection, self.collection)
+        with self._writing():
+            if self._call("has_collection", client.has_collection, self.collection):
+                self._call("drop_collection", client.drop_collection, self.collection)
         self._dim = None
 
     # -- writes -------------------------------------------------------------------------------------------
@@ -337,8 +358,9 @@ class MilvusStore:
         if len(seen) != len(rows):
             rows = [rows[i] for i in sorted(seen.values())]
         client = self._c()
-        for batch in batches(rows, BATCH_ROWS, BATCH_BYTES):
-            self._call("upsert", client.upsert, self.collection, batch)
+        with self._writing():
+            for batch in batches(rows, BATCH_ROWS, BATCH_BYTES):
+                self._call("upsert", client.upsert, self.collection, batch)
 
     def delete(self, ids: Sequence[str] | None = None, filters: FilterNode | None = None) -> None:
         """Delete by ids, or everything matching ``filters``; with both, the given ids that match."""
@@ -346,6 +368,10 @@ class MilvusStore:
             raise StoreError("delete() needs ids or filters; to remove everything use drop_collection()")
         if self._ready_dim() is None:
             return
+        with self._writing():
+            self._delete(ids, filters)
+
+    def _delete(self, ids: Sequence[str] | None, filters: FilterNode | None) -> None:
         client = self._c()
         expr = self._expr(filters) if filters is not None else ""
         if ids is None:
@@ -388,7 +414,13 @@ class MilvusStore:
         )
 
     def _matching_ids(self, expr: str, limit: int) -> list[str] | None:
-        """Chunk ids matching ``expr``; None when more than ``limit`` match (counted, not fetched)."""
+        """Chunk ids matching ``expr``; None when more than ``limit`` match (counted, not fetched). On Lite
+        from the resolution cache while nothing was written to the file since (``resolve_cache.py``)."""
+        if self._lite_path is not None:
+            return resolve_cache.resolve(self._lite_path, self.collection, expr, limit, self._lookup_ids)
+        return self._lookup_ids(expr, limit)
+
+    def _lookup_ids(self, expr: str, limit: int) -> list[str] | None:
         total = self._count_expr(expr)
         if total > limit:
             return None
@@ -411,14 +443,67 @@ class MilvusStore:
         return PreparedExpr(self, self._expr(filters))
 
     def search_dense(
-        self, vector: Sequence[float], top_k: int, filters: FilterNode | PreparedExpr | None
+        self,
+        vector: Sequence[float],
+        top_k: int,
+        filters: FilterNode | PreparedExpr | None,
+        *,
+        fields: Sequence[str] | None = None,
     ) -> list[StoredHit]:
-        return self._search_dense_expr(vector, top_k, self._expr(filters))
+        """``fields``: the stored fields each hit carries (default: all of ``OUTPUT_FIELDS``); ``()`` for ids
+        and scores only, the rest fetched later for the hits kept (:meth:`fetch`)."""
+        return self._search_dense_expr(vector, top_k, self._expr(filters), fields)
 
     def search_keyword(
-        self, terms: Sequence[str], top_k: int, filters: FilterNode | PreparedExpr | None
+        self,
+        terms: Sequence[str],
+        top_k: int,
+        filters: FilterNode | PreparedExpr | None,
+        *,
+        fields: Sequence[str] | None = None,
     ) -> list[StoredHit]:
-        return self._search_keyword_expr(terms, top_k, self._expr(filters))
+        return self._search_keyword_expr(terms, top_k, self._expr(filters), fields)
+
+    def fetch(
+        self,
+        chunk_ids: Sequence[str],
+        filters: FilterNode | PreparedExpr | None,
+        fields: Sequence[str] | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """The stored fields (default: all of ``OUTPUT_FIELDS``) of those of ``chunk_ids`` that still exist
+        and match ``filters``, by chunk id: the late fetch after a search without fields. One query; the
+        filter (access clause included) is applied again, inside Milvus."""
+        output = self._output_fields(fields)
+        ids = list(dict.fromkeys(str(i) for i in chunk_ids))
+        if not ids:
+            return {}
+        if len(ids) > MAX_TOP_K:
+            raise StoreError(f"fetch of {len(ids)} chunks is over Milvus' limit of {MAX_TOP_K}: fetch fewer")
+        if self._ready_dim() is None:
+            return {}
+        expr = self._expr(filters)
+        where = "chunk_id in " + literal(ids)
+        client = self._c()
+        try:
+            rows = self._call(
+                "fetch", client.query, self.collection, filter=f"({where}) and ({expr})" if expr else where,
+                output_fields=["chunk_id", *output], limit=len(ids), consistency_level=self.search_consistency,
+            )  # fmt: skip
+        except StoreError as exc:  # Lite: a query matching nothing (all of them deleted since the search)
+            if _EMPTY_QUERY_QUIRK in str(exc):
+                return {}
+            raise
+        return {str(r["chunk_id"]): {name: plain_value(r.get(name)) for name in output} for r in rows}
+
+    def _output_fields(self, fields: Sequence[str] | None) -> tuple[str, ...]:
+        if fields is None:
+            return OUTPUT_FIELDS
+        unknown = [f for f in fields if f not in OUTPUT_FIELDS]
+        if unknown:
+            raise StoreError(
+                f"fields {unknown} are not search output fields; choose from {list(OUTPUT_FIELDS)}"
+            )
+        return tuple(dict.fromkeys(fields))
 
     def search_hybrid(
         self, vector: Sequence[float], terms: Sequence[str], top_k: int, filters: FilterNode | None
@@ -427,7 +512,9 @@ class MilvusStore:
         expr = self._expr(filters)
         return self._search_dense_expr(vector, top_k, expr), self._search_keyword_expr(terms, top_k, expr)
 
-    def _search_dense_expr(self, vector: Sequence[float], top_k: int, expr: str) -> list[StoredHit]:
+    def _search_dense_expr(
+        self, vector: Sequence[float], top_k: int, expr: str, fields: Sequence[str] | None = None
+    ) -> list[StoredHit]:
         self._check_top_k(top_k)
         dim = self._ready_dim()
         if dim is None:
@@ -438,9 +525,11 @@ class MilvusStore:
                 f"query vector has {len(query)} dimensions, collection {self.collection!r} has {dim}: "
                 "search with the embedding model the collection was built with"
             )
-        return self._search(query, "vector", {"metric_type": "COSINE"}, top_k, expr)
+        return self._search(query, "vector", {"metric_type": "COSINE"}, top_k, expr, fields)
 
-    def _search_keyword_expr(self, terms: Sequence[str], top_k: int, expr: str) -> list[StoredHit]:
+    def _search_keyword_expr(
+        self, terms: Sequence[str], top_k: int, expr: str, fields: Sequence[str] | None = None
+    ) -> list[StoredHit]:
         self._check_top_k(top_k)
         tokens = [t for t in terms if t]
         bad = [t for t in tokens if not isinstance(t, str) or any(c.isspace() for c in t)]
@@ -452,7 +541,7 @@ class MilvusStore:
         if not text or self._ready_dim() is None:
             return []
         try:
-            return self._search(text, "sparse", {"metric_type": "BM25"}, top_k, expr)
+            return self._search(text, "sparse", {"metric_type": "BM25"}, top_k, expr, fields)
         except StoreError as exc:
             # Lite 2.5.1: BM25 on a collection without rows divides by an average length of 0 ("NaN or Inf")
             if "NaN or Inf" in str(exc) and self._count_expr("") == 0:
@@ -460,10 +549,17 @@ class MilvusStore:
             raise
 
     def _search(
-        self, data: Any, field: str, params: dict[str, Any], top_k: int, expr: str
+        self,
+        data: Any,
+        field: str,
+        params: dict[str, Any],
+        top_k: int,
+        expr: str,
+        fields: Sequence[str] | None,
     ) -> list[StoredHit]:
         from cjkrag.types import StoredHit
 
+        output = self._output_fields(fields)
         client = self._c()
         result = self._call(
             f"search on {field!r}",
@@ -474,14 +570,14 @@ class MilvusStore:
             limit=top_k,
             filter=expr,
             search_params=params,
-            output_fields=list(OUTPUT_FIELDS),
+            output_fields=list(output),
             consistency_level=self.search_consistency,
         )
         hits: list[StoredHit] = []
         for hit in result[0] if result else []:
-            entity = hit.get("entity", {})
-            fields = {name: plain_value(entity.get(name)) for name in OUTPUT_FIELDS}
-            hits.append(StoredHit(chunk_id=str(hit["id"]), score=float(hit["distance"]), fields=fields))
+            entity = hit.get("entity", {}) if output else {}
+            values = {name: plain_value(entity.get(name)) for name in output}
+            hits.append(StoredHit(chunk_id=str(hit["id"]), score=float(hit["distance"]), fields=values))
         return hits
 
     def query(
