@@ -90,6 +90,10 @@ class EmbeddingConfig(_Strict):
     #: CPU threads for query embeddings; 0 = auto: half the cores, at least 1 (the rest is left to the
     #: store; measured faster, see cjkrag/__init__.py). Passages (ingestion) use torch's default.
     query_threads: int = Field(0, ge=0, le=1024)
+    #: CPU: query embeddings run as a TorchScript trace of the model (built by ``Engine.warm_up``, verified
+    #: against the eager model, eager if it differs), one call per batch without the GIL, so the HTTP
+    #: service's request threads do not stall the model (README "Query speed"); false: always eager
+    trace_queries: bool = True
 
 
 #: Where a chunk's context line (document title, section path) goes: the keyword index, the embedded text,

@@ -65,6 +65,8 @@ class Engine:
                 )
                 if hasattr(emb, "query_threads"):
                     emb.query_threads = e.query_threads or max(1, _cores() // 2)
+                if hasattr(emb, "trace_queries"):
+                    emb.trace_queries = e.trace_queries
                 emb.warm_up()
                 self._embedder = emb
             return self._embedder
@@ -188,6 +190,9 @@ class Engine:
     def warm_up(self) -> None:
         """Load models and connect to the store now (the service calls this once at start)."""
         _ = self.pipeline
+        queries = getattr(self.embedder, "warm_up_queries", None)
+        if queries is not None:
+            queries()  # the traced query path (CPU), built once here rather than on a first query
         self.store.ensure_collection(self.embedder.dim)
 
     def ready(self) -> dict[str, Any]:

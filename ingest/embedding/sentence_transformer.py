@@ -177,6 +177,11 @@ class SentenceTransformerEmbedder:
         #: CPU threads torch uses for query embeddings (None: torch's default, as for passages); the engine
         #: sets ``embedding.query_threads`` here (see cjkrag/__init__.py for the measurement)
         self.query_threads: int | None = None
+        #: run query embeddings through a verified TorchScript trace on the CPU (``traced.py``); the engine
+        #: sets ``embedding.trace_queries`` here; built by :meth:`warm_up_queries`
+        self.trace_queries = True
+        self._traced: Any = None
+        self._traced_tried = False
         self.model_ref = model
         self.name = name or model
         self.device_request = device
@@ -315,7 +320,21 @@ class SentenceTransformerEmbedder:
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         self.warm_up()
-        return self._embed(texts, self.query_prefix, self.query_precision, self.query_threads)
+        return self._embed(texts, self.query_prefix, self.query_precision, self.query_threads, self._traced)
+
+    def warm_up_queries(self) -> bool:
+        """Build the traced query path (CPU, ``trace_queries``) now; True when queries run traced. Long-lived
+        users (the HTTP service, ``Engine.warm_up``) call it once; it is never built on a first query."""
+        self.warm_up()
+        with self._lock:
+            if not self._traced_tried and self.trace_queries and (self.device or "cpu") == "cpu":
+                self._traced_tried = True
+                from cjkrag.ingest.embedding.traced import trace_queries
+
+                with self._threads(self.query_threads):
+                    self._traced = trace_queries(self._model, self.query_prefix, self.query_precision,
+                                                 self._lower, self.max_tokens)  # fmt: skip
+            return self._traced is not None
 
     def count_tokens(self, text: str) -> int:
         """Tokens the model sees for ``text`` as a passage (prefix and specials included), untruncated."""
@@ -361,7 +380,9 @@ class SentenceTransformerEmbedder:
                     self._counter = private
         return self._counter
 
-    def _embed(self, texts: Sequence[str], prefix: str, precision: str, threads: int | None = None) -> np.ndarray:
+    def _embed(
+        self, texts: Sequence[str], prefix: str, precision: str, threads: int | None = None, traced: Any = None
+    ) -> np.ndarray:
         if isinstance(texts, str):
             raise TypeError("pass a sequence of strings, not a single string")
         items = list(texts)
@@ -379,7 +400,10 @@ class SentenceTransformerEmbedder:
             while pos < len(order):
                 idx = order[pos : pos + batch]
                 try:
-                    vecs = self._encode([items[i] for i in idx], prefix, precision)
+                    batch_texts = [items[i] for i in idx]
+                    vecs = traced.encode(batch_texts, prefix) if traced is not None else self._encode(
+                        batch_texts, prefix, precision
+                    )
                 except RuntimeError as exc:
                     if "out of memory" not in str(exc).lower() or batch == 1:
                         raise ModelError(f"{self.name}: embedding failed on {self.device} ({exc})") from exc
