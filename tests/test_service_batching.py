@@ -22,7 +22,7 @@ import yaml
 from fastapi.testclient import TestClient
 
 from cjkrag.service import ServiceSettings, create_app, hash_api_key
-from cjkrag.service.batching import MicroBatcher, Overloaded
+from cjkrag.service.batching import FairGate, MicroBatcher, Overloaded
 from tests.conftest import make_engine
 
 KEYS = {
@@ -167,3 +167,93 @@ def test_service_answers_503_with_retry_after_when_overloaded(world: tuple[TestC
     finally:
         pipeline.embed_queries = saved
     assert r.status_code == 503 and r.json()["error"] == "overloaded" and r.headers["Retry-After"] == "1"
+
+
+# -- the search gate: at most N searches at once, the rest in arrival order --------------------------------
+def test_gate_admits_at_most_limit_and_then_strictly_in_arrival_order() -> None:
+    import time
+
+    gate = FairGate(2)
+    inside: list[int] = []
+    peak = 0
+    order: list[int] = []
+    lock = threading.Lock()
+    release = threading.Event()
+
+    def holder(n: int) -> None:
+        nonlocal peak
+        with gate:
+            with lock:
+                order.append(n)
+                inside.append(n)
+                peak = max(peak, len(inside))
+            release.wait(10)
+            with lock:
+                inside.remove(n)
+
+    threads = [threading.Thread(target=holder, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    while len(order) < 2:
+        time.sleep(0.005)
+    for n in range(2, 8):  # queue up one at a time, so arrival order is known
+        t = threading.Thread(target=holder, args=(n,))
+        t.start()
+        threads.append(t)
+        while gate.waiting < n - 1:
+            time.sleep(0.005)
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert peak == 2 and sorted(order[:2]) == [0, 1] and order[2:] == [2, 3, 4, 5, 6, 7]
+
+
+def test_gate_refuses_past_max_waiting_and_after_its_timeout() -> None:
+    gate = FairGate(1, max_waiting=1, timeout_s=0.2)
+    with gate, ThreadPoolExecutor(2) as pool:
+        waiting = pool.submit(lambda: gate.__enter__())  # waits in line, then times out
+        import time
+
+        while gate.waiting < 1 and not waiting.done():
+            time.sleep(0.005)
+        with pytest.raises(Overloaded, match="already waiting"):
+            gate.__enter__()
+        with pytest.raises(Overloaded, match="waited"):
+            waiting.result(5)
+    assert gate.waiting == 0
+    with gate:  # the slot was given back and nobody is left in line
+        pass
+    with pytest.raises(ValueError):
+        FairGate(0)
+
+
+def test_service_answers_503_when_every_search_slot_is_taken(world: tuple[TestClient, Any]) -> None:
+    _, engine = world
+    pipeline = engine.pipeline
+    saved = pipeline.embed_queries
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(texts: list[str]) -> np.ndarray:
+        entered.set()
+        release.wait(10)
+        return engine.embedder.embed_queries(texts)
+
+    # batch_max_size 1: this app leaves the module's batcher alone; one slot, nobody may wait
+    settings = ServiceSettings(batch_max_size=1, max_concurrent_searches=1, max_waiting_searches=0)
+    headers = {"Authorization": f"Bearer {next(iter(KEYS))}"}
+    app = create_app(engine, settings, authenticator=world[0].app.state.authenticator)  # the module's keys
+    with TestClient(app) as client:
+        assert client.app.state.search_gate.limit == 1
+        pipeline.embed_queries = slow
+        try:
+            with ThreadPoolExecutor(1) as pool:
+                first = pool.submit(client.post, "/v1/search", json={"query": "密码重置 slot"}, headers=headers)
+                assert entered.wait(10)
+                second = client.post("/v1/search", json={"query": "退款流程 slot"}, headers=headers)
+                release.set()
+                assert first.result(30).status_code == 200
+        finally:
+            pipeline.embed_queries = saved
+            release.set()
+    assert second.status_code == 503 and second.json()["error"] == "overloaded"
+    assert second.headers["Retry-After"] == "1"

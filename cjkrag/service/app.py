@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from cjkrag.errors import AccessError, ConfigError, FilterError, InputError, StoreUnavailable, missing
 from cjkrag.service.auth import Authenticator, AuthError, Caller, TooManyFailures, is_loopback_host
-from cjkrag.service.batching import Overloaded
+from cjkrag.service.batching import FairGate, Overloaded
 from cjkrag.service.schemas import ErrorOut, SearchRequest, SearchResponse, ServiceSettings
 
 if TYPE_CHECKING:
@@ -162,6 +163,8 @@ def create_app(
     state = _ReadyState(engine)
 
     batchers: list[Any] = []
+    gate = FairGate(settings.max_concurrent_searches or 4 * (os.cpu_count() or 1),
+                    max_waiting=settings.max_waiting_searches)  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -181,6 +184,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.engine = engine
+    app.state.search_gate = gate
     app.state.authenticator = auth
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     if settings.cors_origins:
@@ -213,16 +217,17 @@ def create_app(
         log_ignored_narrowing(caller, body.principals)
         started = time.perf_counter()
         try:
-            hits = engine.search(
-                body.query,
-                principals=caller.principals,  # all of them: deny is checked against every held principal
-                narrow_to=body.principals,
-                top_k=body.top_k,
-                mode=body.mode,
-                rerank=body.rerank,
-                filters=body.filters,
-                language=body.language,  # checked by SearchRequest: a supported code or None (detect)
-            )
+            with gate:
+                hits = engine.search(
+                    body.query,
+                    principals=caller.principals,  # all of them: deny is checked against every held principal
+                    narrow_to=body.principals,
+                    top_k=body.top_k,
+                    mode=body.mode,
+                    rerank=body.rerank,
+                    filters=body.filters,
+                    language=body.language,  # checked by SearchRequest: a supported code or None (detect)
+                )
         except FilterError as exc:
             return _error(400, "invalid_filter", str(exc))
         except (ConfigError, InputError) as exc:
