@@ -237,8 +237,10 @@ def test_query_pages_past_the_window(store: MilvusStore, monkeypatch: pytest.Mon
     """Paging by primary key (the real window is 16384 rows; shrunk here to page 25 rows by 4)."""
     store.ensure_collection(DIM)
     store.upsert([make_record(f"p{i:02d}", tenant="x" if i % 5 else "y") for i in range(25)])
-    monkeypatch.setattr(store_mod, "MAX_TOP_K", 6)
-    monkeypatch.setattr(store_mod, "PAGE_ROWS", 4)
+    from cjkrag.connectors.milvus import reads
+
+    monkeypatch.setattr(reads, "MAX_TOP_K", 6)
+    monkeypatch.setattr(reads, "PAGE_ROWS", 4)
     rows = store._query_expr("", ["tenant"], 100)
     assert [r["chunk_id"] for r in rows] == [f"p{i:02d}" for i in range(25)]
     assert len(store._query_expr('tenant == "x"', ["tenant"], 100)) == 20
