@@ -6,8 +6,9 @@
 A Milvus Lite collection is built like ``benchmarks/query.py`` does (CMRC 2018 passages with their real
 cached e5-small vectors, repeated with jittered vectors up to ``--chunks``; 50 groups, 10% public, 1% with a
 deny), then ``cjkrag serve`` runs in a child process with four API keys holding different principals. Each
-client thread sends hybrid ``POST /v1/search`` (top_k 10) with a real CMRC question, a different one per
-request (no query-cache hits: each request's query is embedded for real), for ``--requests`` requests or
+client thread sends hybrid ``POST /v1/search`` (top_k 10) with a real CMRC question, the 3,219 questions in
+turn (the servers run with ``retrieval.query_cache_size: 0``: every request's query is embedded for real,
+repeats included), for ``--requests`` requests or
 ``--seconds`` seconds per level, whichever comes first. Every hit is checked against the access rule of its
 chunk for the key that asked (an ACL leak = a hit that key may not read); errors = any non-200.
 Two servers run side by side in the same run, each on its own copy of the collection: ``batching`` (the
@@ -19,6 +20,7 @@ Results: ``benchmarks/results/service.json`` (with the load average: the machine
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -88,8 +90,9 @@ def start_server(work: Path, data_dir: Path, overlay: dict[str, Any]) -> tuple[s
     keys.write_text(yaml.safe_dump({"keys": entries}), encoding="utf-8")
     cfg = work / "config.yaml"
     service = {"api_keys_file": str(keys), **overlay.get("service", {})}
-    cfg.write_text(yaml.safe_dump({**overlay, "data_dir": str(data_dir), "collection": "bench", "service": service}),
-                   encoding="utf-8")  # fmt: skip
+    retrieval = {"query_cache_size": 0, **overlay.get("retrieval", {})}  # every request embeds its query
+    cfg.write_text(yaml.safe_dump({**overlay, "data_dir": str(data_dir), "collection": "bench", "service": service,
+                                   "retrieval": retrieval}), encoding="utf-8")  # fmt: skip
     port = free_port()
     log = (work / f"server-{port}.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "cjkrag.cli", "serve", "--config", str(cfg), "--port", str(port)],
@@ -115,7 +118,7 @@ def run_level(url: str, clients: int, queries: list[str], requests: int, seconds
     import httpx
 
     lock = threading.Lock()
-    next_query = iter(queries)
+    next_query = itertools.cycle(queries)  # the servers' query cache is off: a repeat is embedded again
     latencies: list[float] = []
     server_ms: list[float] = []  # the service's own took_ms: from the gate to the hits, without HTTP
     errors = leaks = checked = 0
@@ -210,12 +213,12 @@ def main() -> None:
             used = 0
             for name, (_, url) in servers.items():
                 run_level(url, 4, queries[used : used + 20], 20, 30)  # warm-up
-                used += 20
+                used = (used + 20) % len(queries)
                 results["variants"][name] = []
             for c in args.clients:  # levels interleaved across servers: background load hits both alike
                 for name, (_, url) in servers.items():
-                    level = run_level(url, c, queries[used:], args.requests, args.seconds)
-                    used += level["requests"]
+                    level = run_level(url, c, queries[used:] + queries[:used], args.requests, args.seconds)
+                    used = (used + level["requests"]) % len(queries)
                     results["variants"][name].append(level)
                     print(f"{name:12} {c:3d} clients: {level['req_per_s']:6.1f} req/s  p50 {level['p50_ms']} ms  "
                           f"p95 {level['p95_ms']} ms  errors {level['errors']}  leaks {level['acl_leaks']}",
