@@ -136,23 +136,30 @@ def test_late_fetch_applies_the_access_filter_again(tmp_path: Any) -> None:
     eng.close()
 
 
+QUERIES = ["首都", "日本の首都", "수도", "API rate limits", "港口城市", "検索エンジン"]
+TENANT = {"field": "tenant", "operator": "==", "value": "acme"}
+
+
+def _hits_with(pipeline: Any, setting: str, mode: str, top_ks: tuple[int, ...]) -> dict[bool, list[Any]]:
+    """Every hit (all fields) of QUERIES x (no filter, TENANT) x top_ks with ``pipeline.<setting>`` off, then on."""
+    saved = getattr(pipeline, setting)
+    runs = {}
+    try:
+        for on in (False, True):
+            setattr(pipeline, setting, on)
+            runs[on] = [
+                [h.to_dict() for h in pipeline.search(q, principals=["group:x"], top_k=k, filters=f, mode=mode)]
+                for q in QUERIES for f in (None, TENANT) for k in top_ks
+            ]  # fmt: skip
+    finally:
+        setattr(pipeline, setting, saved)
+    return runs
+
+
 @pytest.mark.parametrize("mode", ["hybrid", "dense", "keyword"])
 def test_late_fetch_returns_exactly_the_hits_of_a_full_search(engine: Any, mode: str) -> None:
     """Searching for ids and scores, then fetching the fields of the hits kept, changes nothing returned."""
-    pipeline = engine.pipeline
-    queries = ["首都", "日本の首都", "수도", "API rate limits", "港口城市", "検索エンジン"]
-    filters = {"field": "tenant", "operator": "==", "value": "acme"}
-    saved = pipeline.late_fetch
-    try:
-        runs = {}
-        for late in (False, True):
-            pipeline.late_fetch = late
-            runs[late] = [
-                [h.to_dict() for h in pipeline.search(q, principals=["group:x"], top_k=k, filters=f, mode=mode)]
-                for q in queries for f in (None, filters) for k in (1, 5)
-            ]  # fmt: skip
-    finally:
-        pipeline.late_fetch = saved
+    runs = _hits_with(engine.pipeline, "late_fetch", mode, (1, 5))
     assert runs[True] == runs[False]
     assert any(runs[True])
 
@@ -160,21 +167,7 @@ def test_late_fetch_returns_exactly_the_hits_of_a_full_search(engine: Any, mode:
 @pytest.mark.parametrize("mode", ["hybrid", "dense"])
 def test_concurrent_retrieval_returns_exactly_the_sequential_hits(engine: Any, mode: str) -> None:
     """retrieval.concurrent only overlaps filter preparation / keyword side with the embedding: same hits."""
-    pipeline = engine.pipeline
-    queries = ["首都", "日本の首都", "수도", "API rate limits", "港口城市", "検索エンジン"]
-    filters = {"field": "tenant", "operator": "==", "value": "acme"}
-    saved = pipeline.concurrent
-    try:
-        runs = {}
-        for concurrent in (False, True):
-            pipeline.concurrent = concurrent
-            runs[concurrent] = [
-                [(h.chunk_id, h.score, h.scores, h.ranks) for h in pipeline.search(q, principals=["group:x"], top_k=10,
-                                                                                    filters=f, mode=mode)]
-                for q in queries for f in (None, filters)
-            ]  # fmt: skip
-    finally:
-        pipeline.concurrent = saved
+    runs = _hits_with(engine.pipeline, "concurrent", mode, (10,))
     assert runs[True] == runs[False]
     assert any(runs[True])
 
