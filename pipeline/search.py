@@ -111,20 +111,19 @@ class SearchPipeline:
         for run in runs.values():
             for stored in run:
                 by_id.setdefault(stored.chunk_id, stored)
-        ranked = self._fuse(runs, by_id, query, language)
+        ranked: list[Any] = self._fuse(runs, by_id, query, language)  # entries; Hits built when needed
         done: set[str] = set()
         if use_rerank and self.reranker is not None and ranked:
+            hits = [self._materialize(e, by_id) for e in ranked]
             if late:  # the cross-encoder reads the texts of the head it reranks
-                ranked = (
-                    self._fetched(ranked[: self.rerank_top_n], by_id, flt, done) + ranked[self.rerank_top_n :]
-                )
-            ranked = self._rerank(query, ranked)
+                hits = self._fetched(hits[: self.rerank_top_n], by_id, flt, done) + hits[self.rerank_top_n :]
+            ranked = self._rerank(query, hits)
         visible: list[Hit] = []
         start = 0
         while len(visible) < top_k and start < len(ranked):
             # post-check what is returned (in order, until top_k): each is checked; with a late fetch the
             # fields come from a second store query (same filter, access included), for these hits only
-            batch = ranked[start : start + top_k - len(visible)]
+            batch = [self._materialize(e, by_id) for e in ranked[start : start + top_k - len(visible)]]
             start += len(batch)
             if late:
                 batch = self._fetched(batch, by_id, flt, done)
@@ -132,6 +131,16 @@ class SearchPipeline:
                 if self._visible(access, by_id[h.chunk_id]):
                     visible.append(h)
         return visible
+
+    @staticmethod
+    def _materialize(entry: Any, by_id: dict[str, StoredHit]) -> Hit:
+        """The Hit of a :meth:`_fuse` entry (a Hit already, or ``(id, score, run name or fused item, rank)``)."""
+        if isinstance(entry, Hit):
+            return entry
+        cid, score, source, rank = entry
+        if isinstance(source, str):  # a single retriever's hit
+            return _hit(by_id[cid], score, {source: score}, {source: rank})
+        return _hit(by_id[cid], score, {**source.scores, "fused": score}, {**source.ranks, "fused": rank})
 
     def _fetched(self, hits: list[Hit], by_id: dict[str, StoredHit], flt: Any, done: set[str]) -> list[Hit]:
         """``hits`` with their stored fields fetched (late fetch; ``done``: ids fetched already); those the
@@ -221,16 +230,17 @@ class SearchPipeline:
 
     def _fuse(
         self, runs: dict[str, list[StoredHit]], by_id: dict[str, StoredHit], query: str = "", language: str | None = None
-    ) -> list[Hit]:
+    ) -> list[tuple[str, float, Any, int]]:
+        """The fused ranking as ``(chunk id, score, run name or FusedItem, rank)`` entries: the Hits (with
+        their score and rank per stage) are built by :meth:`_materialize` only for what is returned or
+        reranked, not for every candidate (~200 per hybrid query)."""
         from cjkrag.pipeline.fusion import fuse
 
         ranked = {name: [(h.chunk_id, float(h.score)) for h in hits] for name, hits in runs.items()}
         fusion = self.retrieval.fusion
         if len(ranked) == 1:  # a single retriever: its own order and scores
             (name, run), = ranked.items()
-            return [
-                _hit(by_id[cid], score, {name: score}, {name: i + 1}) for i, (cid, score) in enumerate(run)
-            ]
+            return [(cid, score, name, i + 1) for i, (cid, score) in enumerate(run)]
         weights = {k: float(v) for k, v in fusion.weights.items()}
         params: dict[str, Any] = {"weights": weights}
         if fusion.method == "rrf":
@@ -246,12 +256,7 @@ class SearchPipeline:
             params.update(signals=tuple(fusion.signals), fill_at=fusion.fill_at,
                           evidence={"keyword": language_agreement(lang, hit_languages)})  # fmt: skip
         fused = fuse(ranked, fusion.method, **params)
-        out = []
-        for i, item in enumerate(fused):
-            scores = {**item.scores, "fused": item.score}
-            ranks = {**item.ranks, "fused": i + 1}
-            out.append(_hit(by_id[item.id], item.score, scores, ranks))
-        return out
+        return [(item.id, item.score, item, i + 1) for i, item in enumerate(fused)]
 
     def _rerank(self, query: str, hits: list[Hit]) -> list[Hit]:
         assert self.reranker is not None
