@@ -114,20 +114,16 @@ class SearchPipeline:
         ranked: list[Any] = self._fuse(runs, by_id, query, language)  # entries; Hits built when needed
         done: set[str] = set()
         if use_rerank and self.reranker is not None and ranked:
-            hits = [self._materialize(e, by_id) for e in ranked]
-            if late:  # the cross-encoder reads the texts of the head it reranks
-                hits = self._fetched(hits[: self.rerank_top_n], by_id, flt, done) + hits[self.rerank_top_n :]
-            ranked = self._rerank(query, hits)
+            head = ranked[: self.rerank_top_n]  # the cross-encoder reads the texts of the head it reranks
+            ranked = self._rerank(query, self._hits(head, by_id, flt, done, late)) + ranked[self.rerank_top_n :]
         visible: list[Hit] = []
         start = 0
         while len(visible) < top_k and start < len(ranked):
             # post-check what is returned (in order, until top_k): each is checked; with a late fetch the
             # fields come from a second store query (same filter, access included), for these hits only
-            batch = [self._materialize(e, by_id) for e in ranked[start : start + top_k - len(visible)]]
+            batch = ranked[start : start + top_k - len(visible)]
             start += len(batch)
-            if late:
-                batch = self._fetched(batch, by_id, flt, done)
-            for h in batch:
+            for h in self._hits(batch, by_id, flt, done, late):
                 if self._visible(access, by_id[h.chunk_id]):
                     visible.append(h)
         return visible
@@ -142,10 +138,14 @@ class SearchPipeline:
             return _hit(by_id[cid], score, {source: score}, {source: rank})
         return _hit(by_id[cid], score, {**source.scores, "fused": score}, {**source.ranks, "fused": rank})
 
-    def _fetched(self, hits: list[Hit], by_id: dict[str, StoredHit], flt: Any, done: set[str]) -> list[Hit]:
-        """``hits`` with their stored fields fetched (late fetch; ``done``: ids fetched already); those the
-        store no longer returns under the query's filter (deleted since the search) are left out."""
-        missing = [h.chunk_id for h in hits if h.chunk_id not in done]
+    def _hits(self, entries: list[Any], by_id: dict[str, StoredHit], flt: Any, done: set[str], late: bool) -> list[Hit]:
+        """The Hits of ``entries``, each built once. With ``late``, the stored fields of those not fetched yet
+        (``done``: the ids fetched already) are fetched first, in one store query; those the store no longer
+        returns under the query's filter (deleted since the search) are left out."""
+        if not late:
+            return [self._materialize(e, by_id) for e in entries]
+        ids = [e.chunk_id if isinstance(e, Hit) else e[0] for e in entries]
+        missing = [cid for cid in ids if cid not in done]
         if missing:
             fetched = self.store.fetch(missing, flt)  # type: ignore[attr-defined]
             for cid in missing:
@@ -154,11 +154,11 @@ class SearchPipeline:
                     by_id[cid].fields.update(fields)
                     done.add(cid)
         out = []
-        for h in hits:
-            if h.chunk_id in done:
-                out.append(_hit(by_id[h.chunk_id], h.score, h.scores, h.ranks))
+        for cid, e in zip(ids, entries, strict=True):
+            if cid in done:  # a Hit entry is a reranked head hit, built after its fetch
+                out.append(self._materialize(e, by_id))
             else:
-                log.info("chunk %s left the store between search and fetch; skipped", h.chunk_id)
+                log.info("chunk %s left the store between search and fetch; skipped", cid)
         return out
 
     def query_vector(self, query: str) -> list[float]:
